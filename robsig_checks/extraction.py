@@ -1,0 +1,185 @@
+"""One forward pass per (model, data set), feeding every accumulator the session's checks asked for."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robsig_checks.errors import RobsigError
+
+if TYPE_CHECKING:
+    from robsig_checks.adapters.base import ModelAdapter
+    from robsig_checks.datasets.base import ImageDataset, Sample
+    from robsig_checks.metrics.base import Accumulator
+
+logger = logging.getLogger("robsig")
+
+#: Exceptions that mean "this image cannot be decoded": counted and skipped, never fatal.
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+#: How many skipped images are listed by id in reports; the rest are only counted.
+MAX_LISTED_SKIPS = 20
+
+
+class ModelContext:
+    """A loaded model with its head and the head's SVD, computed once and shared by every check."""
+
+    def __init__(self, adapter: "ModelAdapter", spec: str) -> None:
+        self.adapter = adapter
+        self.spec = spec
+
+    @functools.cached_property
+    def head(self) -> tuple[np.ndarray, np.ndarray | None]:
+        weight, bias = self.adapter.head()
+        weight = weight.detach().to("cpu", torch.float64).numpy()
+        bias = None if bias is None else bias.detach().to("cpu", torch.float64).numpy()
+        return weight, bias
+
+    @functools.cached_property
+    def svd(self) -> Any:
+        from robsig_checks.metrics import head_svd
+
+        return head_svd(self.head[0])
+
+    @functools.cached_property
+    def provenance(self) -> dict[str, Any]:
+        return self.adapter.provenance().to_dict()
+
+
+@dataclass
+class DatasetRun:
+    """What one pass read: counts, skipped images with reasons, timing and the data fingerprint."""
+
+    dataset: str
+    description: str
+    n_total: int
+    n_read: int = 0
+    n_skipped: int = 0
+    n_labelled: int = 0
+    n_nonfinite: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    fingerprint: str = ""
+
+    @property
+    def n_scored(self) -> int:
+        """Images whose activations reached the accumulators."""
+        return self.n_read - self.n_nonfinite
+
+    def summary(self) -> str:
+        """Return the one log line of this pass."""
+        line = (
+            f"{self.dataset}: {self.n_read} images read, {self.n_skipped} skipped, "
+            f"{self.n_labelled} labelled ({self.description}, {self.seconds:.1f} s)"
+        )
+        if self.n_nonfinite:
+            line += f"; {self.n_nonfinite} with NaN or infinite activations excluded"
+        return line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "description": self.description,
+            "n_total": self.n_total,
+            "n_read": self.n_read,
+            "n_skipped": self.n_skipped,
+            "n_labelled": self.n_labelled,
+            "n_nonfinite": self.n_nonfinite,
+            "skipped": [{"id": sample_id, "reason": reason} for sample_id, reason in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _load(sample: "Sample", transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor | str:
+    """Decode and preprocess one image, or return the reason it failed."""
+    try:
+        image = sample.load()
+        return transform(image)
+    except IMAGE_ERRORS as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def extract(
+    model: ModelContext,
+    dataset: "ImageDataset",
+    accumulators: Mapping[str, "Accumulator"],
+    batch_size: int = 32,
+    limit: int | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetRun:
+    """Run ``model`` once over ``dataset`` and fold every batch of ``h`` into every accumulator.
+
+    Images that fail to decode are counted and skipped. Rows of ``h`` with NaN or infinite values are
+    counted and left out, so every accumulator sees the same finite rows.
+    """
+    started = time.perf_counter()
+    samples = dataset.samples()
+    if limit is not None:
+        samples = samples[:limit]
+    run = DatasetRun(
+        dataset=dataset.name,
+        description=dataset.description,
+        n_total=len(samples),
+        fingerprint=dataset.fingerprint(limit),
+    )
+    transform = model.adapter.preprocess
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(samples), batch_size):
+            batch = samples[start : start + batch_size]
+            loaded = list(pool.map(lambda sample: _load(sample, transform), batch))
+            tensors, labels = [], []
+            for sample, item in zip(batch, loaded):
+                if isinstance(item, str):
+                    run.n_skipped += 1
+                    if len(run.skipped) < MAX_LISTED_SKIPS:
+                        run.skipped.append((sample.id, item))
+                    continue
+                tensors.append(item)
+                labels.append(sample.label)
+            if tensors:
+                _fold_batch(model, torch.stack(tensors), np.asarray(labels, dtype=np.int64), accumulators, run, device)
+            if progress is not None:
+                progress(min(start + batch_size, len(samples)), len(samples))
+
+    run.seconds = time.perf_counter() - started
+    logger.info("robsig: %s on %s", model.spec, run.summary())
+    return run
+
+
+def _fold_batch(
+    model: ModelContext,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    accumulators: Mapping[str, "Accumulator"],
+    run: DatasetRun,
+    device: str,
+) -> None:
+    with torch.inference_mode():
+        h = model.adapter.representation(images.to(device))
+    h = h.detach().to("cpu", torch.float64).numpy()
+    if h.ndim != 2 or h.shape[0] != len(labels):
+        raise RobsigError(
+            f"Model {model.spec!r} returned a representation of shape {tuple(h.shape)} for a batch of "
+            f"{len(labels)} images; the adapter must return (batch, d_H)."
+        )
+
+    finite = np.isfinite(h).all(axis=1)
+    run.n_read += len(labels)
+    run.n_nonfinite += int((~finite).sum())
+    run.n_labelled += int((labels[finite] >= 0).sum())
+    if not finite.any():
+        return
+    h, labels = h[finite], labels[finite]
+    for accumulator in accumulators.values():
+        accumulator.update(h, labels)

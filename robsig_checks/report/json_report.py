@@ -1,0 +1,78 @@
+"""The JSON report: every metric, threshold and verdict of a run, with provenance; written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("robsig", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "pytest"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _clean(value: Any) -> Any:
+    """Replace NaN and infinities, which JSON cannot hold, with None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    return value
+
+
+def build_report(plugin: Any) -> dict[str, Any]:
+    """Collect the results, data passes and provenance of a finished run."""
+    options = plugin.options
+    runs = {model: {name: (run if isinstance(run, dict) else run.to_dict()) for name, run in by_name.items()}
+            for model, by_name in plugin.session.runs.items()}
+    return _clean({
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_seconds": round(datetime.now().timestamp() - plugin.started, 3),
+        "versions": _versions(),
+        "options": {
+            "models": options.models,
+            "suites": [str(path) for path in plugin.suite_paths],
+            "data": options.data,
+            "device": options.device,
+            "batch_size": options.batch_size,
+            "limit": options.limit,
+            "overrides": options.overrides,
+        },
+        "models": plugin.session.provenance,
+        "data": runs,
+        "results": plugin.results,
+        "summary": {verdict: sum(1 for r in plugin.results if r["verdict"] == verdict)
+                    for verdict in ("pass", "fail", "warn", "info", "skip", "error")},
+    })
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``path`` through a temporary file and a rename, so no half-written file remains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(report, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,84 @@
+"""The terminal side of a run: the header at collection time and one table per model at the end."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+VERDICT_MARKUP = {"pass": {"green": True}, "fail": {"red": True}, "error": {"red": True},
+                  "warn": {"yellow": True}, "info": {"cyan": True}, "skip": {"yellow": True}}
+
+
+def header_lines(plugin: Any) -> list[str]:
+    """Describe the suites, models, data options and limits used by this run."""
+    options = plugin.options
+    lines = [f"robsig: suites {', '.join(str(path) for path in plugin.suite_paths)}"]
+    lines.append(f"robsig: models {', '.join(options.models) if options.models else '(from the suite)'}; "
+                 f"device {options.device}; batch size {options.batch_size}; "
+                 f"limit {options.limit if options.limit is not None else 'none'} images per data set")
+    if options.data:
+        lines.append(f"robsig: data {', '.join(options.data)}")
+    if options.overrides:
+        lines.append(f"robsig: overrides {', '.join(options.overrides)}")
+    return lines
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def result_rows(results: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
+    """Turn result dicts into table rows per model: check, data, metric, value, threshold, verdict, images."""
+    tables: dict[str, list[list[str]]] = {}
+    for result in results:
+        rows = tables.setdefault(result["model"], [])
+        if not result["outcomes"]:
+            rows.append([result["id"], ", ".join(result["missing_data"]) or "-", "-", "-", "-", result["verdict"],
+                         "-", result["message"]])
+            continue
+        for outcome in result["outcomes"]:
+            verdict = result["verdict"] if outcome["passed"] is False else ("info" if outcome["passed"] is None else "pass")
+            rows.append([result["id"], outcome["dataset"], outcome["metric"], _format_value(outcome["value"]),
+                         outcome["threshold"], verdict, str(outcome["n_images"]), outcome["explanation"]])
+        if result["verdict"] == "error":
+            rows.append([result["id"], "-", "-", "-", "-", "error", "-", result["message"]])
+    return tables
+
+
+def format_table(rows: list[list[str]], width: int) -> list[tuple[str, str]]:
+    """Lay out rows in aligned columns, cutting the last column to ``width``; return (line, verdict)."""
+    headers = ["check", "data", "metric", "value", "threshold", "verdict", "images"]
+    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    lines = [("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths)), "")]
+    for row in rows:
+        line = "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+        room = width - len(line) - 2
+        if room > 20:
+            explanation = row[7] if len(row[7]) <= room else row[7][: room - 3] + "..."
+            line += "  " + explanation
+        lines.append((line.rstrip(), row[5]))
+    return lines
+
+
+def write_summary(terminalreporter: Any, results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> None:
+    """Write one table per model, then one line per data set pass."""
+    width = getattr(terminalreporter, "_tw", None)
+    width = width.fullwidth if width is not None else shutil.get_terminal_size().columns
+    terminalreporter.write_sep("=", "robsig: robustness signatures")
+    for model, rows in result_rows(results).items():
+        terminalreporter.write_line(model, bold=True)
+        for line, verdict in format_table(rows, width):
+            terminalreporter.write_line(line, **VERDICT_MARKUP.get(verdict, {}))
+        for name, run in runs.get(model, {}).items():
+            run = run if isinstance(run, dict) else run.to_dict()
+            text = (f"  data {name}: {run['n_read']} images read, {run['n_skipped']} skipped, "
+                    f"{run['n_labelled']} labelled, {run['seconds']:.1f} s")
+            if run["n_nonfinite"]:
+                text += f", {run['n_nonfinite']} with non-finite activations excluded"
+            terminalreporter.write_line(text)
+            for skipped in run["skipped"][:3]:
+                terminalreporter.write_line(f"    skipped {skipped['id']}: {skipped['reason']}"[:width])
