@@ -91,7 +91,8 @@ def test_importance_sign_flips_change_nothing():
     W, H = random_head(20, 24, seed=2)
     svd = head_svd(W)
     signs = np.where(np.random.default_rng(2).random(svd.rank) < 0.5, -1.0, 1.0)
-    assert (signs < 0).any() and (signs > 0).any()
+    assert (signs < 0).any()
+    assert (signs > 0).any()
     flipped = flip_signs(svd, signs)
 
     np.testing.assert_array_equal(importance(W, H, svd=flipped), importance(W, H, svd=svd))
@@ -207,7 +208,7 @@ def test_importance_no_warning_when_all_rows_scored():
 def test_importance_tail_hand_computed():
     values = np.array([1.0, 1.0, 1.0, 1.0, 16.0])
 
-    # mean = 4, max = 16, so tail = 4; 16 > 3 * 4 but not > 5 * 4.
+    # mean = 4 and max = 16, so tail = 4. 16 > 3 * 4, but 16 is not > 5 * 4.
     assert importance_tail(values) == (4.0, 0)
     assert importance_tail(values, factor=3.0) == (4.0, 1)
     assert importance_tail(values, factor=0.2) == (4.0, 5)
@@ -246,7 +247,7 @@ def random_splits(n_rows: int, n_parts: int, rng: np.random.Generator) -> list[s
     n_parts = min(n_parts, n_rows)
     cuts = np.sort(rng.choice(np.arange(1, n_rows), size=n_parts - 1, replace=False))
     bounds = [0, *cuts.tolist(), n_rows]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def test_accumulator_matches_function():

@@ -172,7 +172,7 @@ def random_splits(n_rows: int, n_parts: int, rng: np.random.Generator) -> list[s
     n_parts = min(n_parts, n_rows)
     cuts = np.sort(rng.choice(np.arange(1, n_rows), size=n_parts - 1, replace=False))
     bounds = [0, *cuts.tolist(), n_rows]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def test_accumulator_matches_function_over_batches():

@@ -167,7 +167,7 @@ def random_splits(n_rows: int, n_parts: int, rng: np.random.Generator) -> list[s
     n_parts = min(n_parts, n_rows)
     cuts = np.sort(rng.choice(np.arange(1, n_rows), size=n_parts - 1, replace=False))
     bounds = [0, *cuts.tolist(), n_rows]
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 @pytest.mark.parametrize("order", ["sigma", "importance"])
@@ -273,7 +273,7 @@ def test_bad_fractions_rejected(fractions, pattern):
     [
         (np.array([0, 1, 2]), r"labels must have shape \(10,\), one label per row, got shape \(3,\)"),
         (np.full(10, 6), r"labels contains class index 6 but the head has 6 classes \(valid indices 0..5\)"),
-        (np.full(10, -2), r"labels contains -2; labels must be class indices >= 0 or -1"),
+        (np.full(10, -2), r"labels contains -2, but labels must be class indices >= 0 or -1"),
         (np.zeros(10), r"labels must have an integer dtype.*float64"),
         (torch.zeros(10, dtype=torch.bool), r"labels must have an integer dtype.*torch.bool"),
         ([0] * 10, r"labels must be a torch.Tensor, a numpy.ndarray or None, got list"),

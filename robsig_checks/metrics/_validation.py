@@ -1,8 +1,8 @@
 """Input checks and conversions shared by the metrics.
 
 Every public metric converts its inputs here, so that torch tensors and numpy arrays of any
-floating-point dtype end up as float64 numpy arrays, and a bad input raises a ``ValueError``
-that names the parameter, the value received and what is expected.
+floating-point dtype become float64 numpy arrays. A bad input raises a ``ValueError`` that
+names the parameter, the value received and what is expected.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def to_matrix(value: Any, name: str, *, columns: int | None = None, finite: bool
             f"d_H = {columns} features per row."
         )
     if finite and not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or inf values (shape {tuple(array.shape)}); it must be finite.")
+        raise ValueError(f"{name} contains NaN or inf values (shape {tuple(array.shape)}). It must be finite.")
     return array
 
 
@@ -84,7 +84,7 @@ def to_vector(value: Any, name: str, *, length: int) -> np.ndarray:
     if array.shape != (length,):
         raise ValueError(f"{name} must have shape ({length},), got shape {tuple(array.shape)}.")
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or inf values; it must be finite.")
+        raise ValueError(f"{name} contains NaN or inf values. It must be finite.")
     return array
 
 
@@ -113,7 +113,7 @@ def to_labels(labels: Any, n_rows: int, n_classes: int | None = None, name: str 
         raise ValueError(f"{name} must have shape ({n_rows},), one label per row, got shape {tuple(array.shape)}.")
     if array.size and array.min() < UNLABELLED:
         raise ValueError(
-            f"{name} contains {int(array.min())}; labels must be class indices >= 0 or {UNLABELLED} for unlabelled."
+            f"{name} contains {int(array.min())}, but labels must be class indices >= 0 or {UNLABELLED} for unlabelled."
         )
     if n_classes is not None and array.size and array.max() >= n_classes:
         raise ValueError(

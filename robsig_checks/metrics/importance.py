@@ -15,6 +15,7 @@ robust models have. The head's bias plays no part.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +228,12 @@ def importance(W: ArrayLike, H: ArrayLike, svd: HeadSVD | None = None) -> np.nda
     return importance_from_sums(svd.S, abs_cos[~zero_norm].sum(axis=0), n_scored)
 
 
+def _check_factor(factor: Any) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
+    return float(factor)
+
+
 def importance_tail(importance: ArrayLike, factor: float = 5.0) -> tuple[float, int]:
     """Summarise how concentrated the importance is on a few directions.
 
@@ -251,8 +258,7 @@ def importance_tail(importance: ArrayLike, factor: float = 5.0) -> tuple[float, 
             "importance must be finite and non-negative, got values in "
             f"[{np.nanmin(values)}, {np.nanmax(values)}] with {int((~np.isfinite(values)).sum())} NaN or inf."
         )
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
+    factor = _check_factor(factor)
     mean = values.mean()
     if mean == 0:
         return math.nan, 0
@@ -329,10 +335,8 @@ class ImportanceAccumulator(Accumulator):
     def __init__(self, svd: HeadSVD, factor: float = 5.0) -> None:
         if not isinstance(svd, HeadSVD):
             raise ValueError(f"svd must be a HeadSVD from head_svd(W), got {type(svd).__name__}.")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
         self.svd = svd
-        self.factor = float(factor)
+        self.factor = _check_factor(factor)
         self.reset()
 
     def reset(self) -> None:

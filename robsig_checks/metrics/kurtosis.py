@@ -6,8 +6,9 @@ concepts", Eq. 2, score a representation ``h`` in R^{d_H} by the kurtosis of its
     kurtosis(h) = mean_i ((h_i - mu(h)) / sigma(h))^4,
 
 with mu and sigma the mean and population standard deviation over the d_H components of the
-one vector, and average it over the images. A vector with Gaussian components scores 3, and
-robust models, whose representations have a few outlier features, score far higher.
+one vector, and average it over the images. A vector with Gaussian components scores about 3.
+A few outlier features, which the paper's title attributes to robust multimodal models, raise
+the score.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def _row_kurtosis_with_masks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     m4 = (squared**2).mean(axis=1)
 
     # sigma counts as 0 when all components are equal, or when the spread is below the
-    # rounding level of the mean (m2 <= (eps * mu)^2, the test scipy.stats.kurtosis 1.17 uses).
+    # rounding level of the mean (m2 <= (eps * mu)^2, the criterion of scipy.stats.kurtosis in
+    # scipy 1.17).
     constant = scaled.max(axis=1) == scaled.min(axis=1)
     zero = constant | (m2 <= (_EPS * mean) ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -153,8 +155,8 @@ class KurtosisAccumulator(Accumulator):
     """Stream the activation kurtosis over batches without storing the activations.
 
     The state is O(1) in the number of rows: the count, mean and sum of squared deviations of
-    the row kurtosis, combined across batches and shards with the pairwise update formula for
-    mean and variance, plus the min, max and exclusion counts.
+    the row kurtosis, plus the min, max and exclusion counts. Batches and shards are combined
+    with the pairwise update formula for mean and variance.
     """
 
     def __init__(self) -> None:
@@ -171,14 +173,15 @@ class KurtosisAccumulator(Accumulator):
         self._n_zero_variance = 0
         self._n_nonfinite = 0
 
-    def _check_width(self, d_h: int | None, what: str) -> None:
+    def _check_width(self, d_h: int | None, parameter: str) -> None:
         if d_h is None:
             return
         if self._d_h is None:
             self._d_h = d_h
         elif d_h != self._d_h:
             raise ValueError(
-                f"{what} has d_H = {d_h} features per row but this accumulator has seen rows with d_H = {self._d_h}."
+                f"{parameter} has d_H = {d_h} features per row, but this accumulator has seen rows "
+                f"with d_H = {self._d_h}."
             )
 
     def _fold(self, count: int, mean: float, sum_squared_deviations: float) -> None:

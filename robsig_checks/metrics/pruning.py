@@ -3,14 +3,15 @@
 Crabbé et al. (2023), "Robust multimodal models have outlier features and encode more
 concepts", Fig. 3, prune a fraction p of the head's singular directions: with
 ``W = sum_i sigma_i u_i v_i^T`` over ``i <= r``, the ``floor(p * r)`` least important
-``sigma_i`` are set to 0, giving ``W_p`` and ``logits_p = H W_p^T + b``. Robust models keep
-their predictions when most directions (80 % in the paper) are pruned.
+``sigma_i`` are set to 0, giving ``W_p`` and ``logits_p = H W_p^T + b``. A head that keeps its
+top-1 predictions when most directions are pruned relies on a few privileged directions.
 
 The whole curve comes from one projection ``P = H V`` of shape ``(N, r)``. With the
 directions in pruning order, the logits after pruning the first k directions are
 ``P[:, k:] diag(sigma[k:]) U[:, k:]^T + b``. They are computed for the largest fraction
-first, and each smaller fraction adds back the directions between the two, so a batch costs
-about one product with the head whatever the number of fractions.
+first, and each smaller fraction adds back the directions between the two. A batch costs
+about two products of its size with the head (``P`` and the logits) whatever the number of
+fractions.
 """
 
 from __future__ import annotations
