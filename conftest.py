@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 #: Real ImageNet photos for tests; present next to the repository in the development workplace only.
 IMAGENET_SAMPLES = Path(__file__).resolve().parent.parent / "shared" / "data" / "imagenet-samples"
 

@@ -78,7 +78,7 @@ class DatasetRun:
         """Return the one log line of this pass."""
         line = (
             f"{self.dataset}: {self.n_read} images read, {self.n_skipped} skipped, "
-            f"{self.n_labelled} labelled ({self.description}, {self.seconds:.1f} s)"
+            f"{self.n_labelled} labelled in {self.seconds:.1f} s"
         )
         if self.n_nonfinite:
             line += f"; {self.n_nonfinite} with NaN or infinite activations excluded"

@@ -6,6 +6,8 @@ The plugin is loaded through the ``pytest11`` entry point and stays inert unless
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -129,13 +131,15 @@ class RobsigPlugin:
     # -- running -------------------------------------------------------------------------------
 
     def _write_line(self, line: str) -> None:
+        """Write a progress line to the terminal, past output capturing, and to the ``robsig`` logger."""
+        logging.getLogger("robsig").info(line)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and not hasattr(self.config, "workerinput"):
+        if reporter is None or hasattr(self.config, "workerinput"):
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             reporter.ensure_newline()
             reporter.write_line(line)
-        import logging
-
-        logging.getLogger("robsig").info(line)
 
     @pytest.hookimpl
     def pytest_collection_finish(self, session: pytest.Session) -> None:

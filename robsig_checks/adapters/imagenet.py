@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-#: Number of ImageNet-1k classes; a head with this many rows is read in sorted-WordNet-id order.
+#: Number of ImageNet-1k classes. A head with this many rows is read in sorted-WordNet-id order.
 IMAGENET_CLASS_COUNT = 1000
 
 
@@ -20,7 +20,7 @@ def _class_names() -> tuple[str, ...]:
 def _templates() -> tuple[str, ...]:
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    # open_clip stores each template as a function of the class name; applying it to "{}" gives the
+    # open_clip stores each template as a function of the class name. Applied to "{}", it gives the
     # equivalent str.format template, which can be hashed and stored.
     return tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
@@ -51,8 +52,11 @@ WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 #: The pretrained-config keys that set the evaluation transform.
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
-#: Classes encoded per text-encoder call when the zero-shot head is built (80 prompts each).
-HEAD_CLASSES_PER_BATCH = 10
+#: Prompts encoded per text-encoder call when the zero-shot head is built.
+HEAD_PROMPTS_PER_BATCH = 800
+
+#: Prompts on which the prefix text encoder is compared with ``encode_text`` before it is used.
+PREFIX_CHECK_PROMPTS = 8
 
 HEAD_CACHE_FOLDER = "zero_shot_heads"
 
@@ -117,15 +121,15 @@ def resolve_pretrained_tag(architecture: str, requested: str) -> str:
         architecture's tags).
     """
     tags = open_clip.list_pretrained_tags_by_model(architecture)
-    wanted = _normalise_tag(requested)
-    if wanted in tags:
-        return wanted
+    normalised_tag = _normalise_tag(requested)
+    if normalised_tag in tags:
+        return normalised_tag
     if not tags:
         raise RobsigError(
             f"open_clip has no pretrained weights for architecture {architecture!r}, so tag {requested!r} "
             f"cannot be resolved. Pass a local checkpoint instead: {architecture}:/path/to/weights.safetensors."
         )
-    candidates = [tag for tag in tags if tag.startswith(wanted)]
+    candidates = [tag for tag in tags if tag.startswith(normalised_tag)]
     if len(candidates) == 1:
         return candidates[0]
     if candidates:
@@ -170,19 +174,19 @@ def open_clip_download_dir() -> Path:
 def resolve_tag_weights(architecture: str, tag: str, pretrained_cfg: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     """Return the local weights file of a pretrained tag and a description of its source.
 
-    The Hugging Face Hub location is used when the tag has one (as open_clip does); a tag with only a
+    The Hugging Face Hub location is used when the tag has one, as open_clip does. A tag with only a
     ``url`` uses open_clip's download folder.
     """
-    what = f"open_clip weights for {architecture}:{tag}"
+    description = f"open_clip weights for {architecture}:{tag}"
     local_hint = f"{architecture}:/path/to/weights.safetensors"
     hf_hub = pretrained_cfg.get("hf_hub") or ""
     if hf_hub:
         repo_id, filenames = hub_weights_candidates(hf_hub)
-        path = resolve_hub_file(repo_id, filenames, what=what, local_hint=f"{architecture}:/path/to/{filenames[0]}")
+        path = resolve_hub_file(repo_id, filenames, description=description, local_hint=f"{architecture}:/path/to/{filenames[0]}")
         return path, {"hf_hub_repo": repo_id, "hf_hub_file": path.name}
     url = pretrained_cfg.get("url") or ""
     if url:
-        path = resolve_url_file(url, open_clip_download_dir(), what=what, local_hint=local_hint)
+        path = resolve_url_file(url, open_clip_download_dir(), description=description, local_hint=local_hint)
         return path, {"url": url}
     raise RobsigError(
         f"open_clip's registry gives no download location for {architecture}:{tag}. "
@@ -210,6 +214,60 @@ def validate_templates(templates: Sequence[str]) -> None:
         raise ValueError(f"every template must contain exactly one '{{}}' for the class name; these do not: {malformed[:5]}")
 
 
+def prefix_text_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Return a text encoder that skips the padding after the last end-of-text token, or None.
+
+    In open_clip's ``CLIP`` with a causal attention mask and ``argmax`` pooling, the text embedding is
+    the output at the end-of-text position ``p = argmax(tokens)``, and a causal mask makes that output
+    independent of positions after ``p``. Cutting a batch after its largest ``p`` therefore gives the
+    same embeddings as ``encode_text`` on the full context. CLIP's context is 77 tokens while the OpenAI
+    ImageNet prompts are at most 22 tokens long, so this ran about 5x faster for ViT-B-16 on a 2-core CPU.
+    Other text towers return None.
+    """
+    if type(model) is not open_clip.CLIP or getattr(model, "text_pool_type", None) != "argmax":
+        return None
+    mask = getattr(model, "attn_mask", None)
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+        return None
+    causal = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    if not torch.equal(torch.isneginf(mask), causal):
+        return None
+
+    def encode(tokens: torch.Tensor) -> torch.Tensor:
+        end_positions = tokens.argmax(dim=-1)
+        length = int(end_positions.max()) + 1
+        tokens = tokens[:, :length]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), end_positions]
+        if isinstance(model.text_projection, torch.nn.Linear):
+            return model.text_projection(x)
+        return x if model.text_projection is None else x @ model.text_projection
+
+    return encode
+
+
+def _checked_text_encoder(model: torch.nn.Module, sample_tokens: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Return :func:`prefix_text_encoder` if it reproduces ``encode_text`` on ``sample_tokens``, else ``encode_text``."""
+    encode = prefix_text_encoder(model)
+    if encode is None:
+        return model.encode_text
+    expected = model.encode_text(sample_tokens).float()
+    difference = float((encode(sample_tokens).float() - expected).abs().max())
+    tolerance = 1e-4 * max(1.0, float(expected.abs().max()))
+    if difference > tolerance:
+        logger.warning(
+            "robsig: the prefix text encoder differs from encode_text by %.3g on %d prompts, so the "
+            "zero-shot head is built with encode_text on the full context, which is slower",
+            difference,
+            len(sample_tokens),
+        )
+        return model.encode_text
+    return encode
+
+
 def build_zero_shot_head(
     model: torch.nn.Module,
     tokenizer: Callable[[list[str]], torch.Tensor],
@@ -220,8 +278,9 @@ def build_zero_shot_head(
     """Compute CLIP's zero-shot classifier weights, one row per class.
 
     Row ``c`` is ``normalize(mean_t normalize(encode_text(template_t.format(class_c))))``: the construction of
-    Radford et al. 2021 used by Crabbé et al. 2023 for the head ``W`` of zero-shot models. open_clip's
-    ``build_zero_shot_classifier`` (3.3.0) computes exactly this, as columns; this returns its transpose.
+    Radford et al. 2021 used by Crabbé et al. 2023 for the head ``W`` of zero-shot models. It equals the
+    transpose of open_clip's ``build_zero_shot_classifier`` (3.3.0). Prompts are encoded in batches sorted by
+    token length, with :func:`prefix_text_encoder` where the text tower allows it.
 
     Parameters
     ----------
@@ -239,15 +298,24 @@ def build_zero_shot_head(
     """
     validate_class_names(class_names)
     validate_templates(templates)
-    columns = open_clip.build_zero_shot_classifier(
-        model,
-        tokenizer,
-        list(class_names),
-        list(templates),
-        num_classes_per_batch=HEAD_CLASSES_PER_BATCH,
-        device=device,
-    )
-    return columns.T.detach().to("cpu", torch.float32).contiguous()
+    prompts = [template.format(name) for name in class_names for template in templates]
+    prompt_class = torch.arange(len(class_names)).repeat_interleave(len(templates))
+
+    with torch.no_grad():
+        tokens = tokenizer(prompts)
+        encode = _checked_text_encoder(model, tokens[:PREFIX_CHECK_PROMPTS].to(device))
+        # Sorting by end-of-text position keeps each batch's prefix short.
+        order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+        sums: torch.Tensor | None = None
+        for start in range(0, len(prompts), HEAD_PROMPTS_PER_BATCH):
+            batch = order[start : start + HEAD_PROMPTS_PER_BATCH]
+            embeddings = F.normalize(encode(tokens[batch].to(device)).float(), dim=-1).to("cpu", torch.float64)
+            if sums is None:
+                sums = torch.zeros(len(class_names), embeddings.shape[1], dtype=torch.float64)
+            sums.index_add_(0, prompt_class[batch], embeddings)
+
+    assert sums is not None  # validate_* guarantee at least one prompt
+    return F.normalize(sums / len(templates), dim=-1).to(torch.float32).contiguous()
 
 
 def _prompt_config_digest(architecture: str, quick_gelu: bool, class_names: Sequence[str], templates: Sequence[str]) -> str:
@@ -507,8 +575,9 @@ def create_open_clip_adapter(
     """Build the adapter for ``[open_clip:]ARCH:TAG`` or ``[open_clip:]ARCH:/path/to/weights``.
 
     For a tag, the weights come from the Hugging Face cache (downloaded only when missing and downloads
-    are allowed, see :mod:`robsig_checks.adapters.weights`), and the model uses QuickGELU when open_clip's
-    pretrained config says the weights were trained with it (OpenAI, YFCC-15M, CC-12M, MetaCLIP, DFN).
+    are allowed, see :mod:`robsig_checks.adapters.weights`). The model uses QuickGELU when open_clip's
+    pretrained config marks the weights as trained with it (``quick_gelu``: OpenAI, YFCC-15M, CC-12M,
+    MetaCLIP and DFN-2B weights among others).
     For a local file, QuickGELU follows the architecture's config: name ``ARCH-quickgelu`` (e.g.
     ``ViT-B-16-quickgelu``) for QuickGELU weights, and preprocessing uses open_clip's defaults (OpenAI
     mean/std, bicubic, shortest-side resize).

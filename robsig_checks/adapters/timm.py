@@ -111,7 +111,7 @@ def _hub_candidates(pretrained_cfg: Any) -> list[str]:
 def resolve_timm_pretrained(name: str) -> tuple[Path, dict[str, Any], bool]:
     """Return the local weights file of timm's pretrained ``name``, its source, and whether it is timm-format.
 
-    A Hugging Face location (``hf_hub_id``, optionally ``@revision``) is preferred, as timm does; a
+    A Hugging Face location (``hf_hub_id``, optionally ``@revision``) is preferred, as timm does. A
     config with only a ``url`` uses torch hub's ``checkpoints`` folder, where timm downloads.
 
     Returns
@@ -125,19 +125,19 @@ def resolve_timm_pretrained(name: str) -> tuple[Path, dict[str, Any], bool]:
         raise RobsigError(
             f"timm has no pretrained weights for {name!r}. Pass a state dict file: timm:{name}:/path/to/weights.safetensors."
         )
-    what = f"timm weights for {name}"
+    description = f"timm weights for {name}"
     local_hint = f"timm:{name}:/path/to/{HUB_FILENAMES[0]}"
     source: dict[str, Any] = {"pretrained_tag": pretrained_cfg.tag}
     if pretrained_cfg.hf_hub_id:
         repo_id, _, revision = pretrained_cfg.hf_hub_id.partition("@")
         path = resolve_hub_file(
-            repo_id, _hub_candidates(pretrained_cfg), revision=revision or None, what=what, local_hint=local_hint
+            repo_id, _hub_candidates(pretrained_cfg), revision=revision or None, description=description, local_hint=local_hint
         )
         source.update(hf_hub_repo=repo_id, hf_hub_file=path.name)
         return path, source, True
     if pretrained_cfg.url:
         download_dir = Path(torch.hub.get_dir()) / "checkpoints"
-        path = resolve_url_file(pretrained_cfg.url, download_dir, what=what, local_hint=local_hint)
+        path = resolve_url_file(pretrained_cfg.url, download_dir, description=description, local_hint=local_hint)
         source.update(url=pretrained_cfg.url)
         return path, source, not pretrained_cfg.custom_load
     raise RobsigError(
@@ -163,7 +163,7 @@ def create_model_from_file(name: str, weights_path: Path) -> torch.nn.Module:
 
 
 def linear_classifier(model: torch.nn.Module, spec: str) -> torch.nn.Linear:
-    """Return the model's classifier, which must be one ``nn.Linear``; raise :class:`RobsigError` otherwise."""
+    """Return the model's classifier, or raise :class:`RobsigError` when it is not one ``nn.Linear``."""
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     if not isinstance(classifier, torch.nn.Linear):
         raise RobsigError(
@@ -327,8 +327,8 @@ class TimmAdapter(ModelAdapter):
 def _create_pretrained(name: str, weights_path: Path, timm_format: bool, spec: str) -> torch.nn.Module:
     overlay: dict[str, Any] = {"file": str(weights_path)}
     if timm_format:
-        # Hub files are already converted to timm's layout; custom_load would route them to a loader
-        # for the original format (e.g. big_vision .npz).
+        # Hub files are already in timm's layout, and custom_load would pass them to a loader for the
+        # original format (e.g. big_vision .npz).
         overlay["custom_load"] = False
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)

@@ -2,9 +2,9 @@
 
 Weights come from the Hugging Face Hub cache, from a download folder keyed by URL (open_clip's
 ``~/.cache/clip``, torch hub's ``checkpoints``) or from a local file. A file that is already cached is
-used without any network access. A missing file raises :class:`RobsigError` at once when downloads are
-disabled (``HF_HUB_OFFLINE=1`` or ``ROBSIG_OFFLINE=1``); otherwise it is downloaded with short timeouts,
-and any failure becomes a :class:`RobsigError` that names the file and the fix.
+used without any network access. When downloads are disabled (``HF_HUB_OFFLINE=1`` or
+``ROBSIG_OFFLINE=1``), a missing file raises :class:`RobsigError` at once. Otherwise it is downloaded
+with short timeouts, and any failure becomes a :class:`RobsigError` that names the file and the fix.
 
 This module imports neither open_clip nor timm.
 """
@@ -29,7 +29,7 @@ from robsig_checks.errors import RobsigError
 
 logger = logging.getLogger("robsig")
 
-#: Seconds to wait for a server to answer before a download attempt is abandoned.
+#: Timeout in seconds for a server response; a download attempt that exceeds it fails.
 DOWNLOAD_TIMEOUT_SECONDS = 10.0
 
 #: How many key names a state-dict mismatch message lists before it only counts.
@@ -93,6 +93,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        # mkstemp creates the file readable by its owner only, but a cache file is not secret.
+        os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -148,7 +150,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _is_missing_on_hub(error: Exception) -> bool:
-    """Tell whether ``error`` says the file does not exist in the repo (as opposed to a failed request)."""
+    """Return True when ``error`` means that the repo has no such file, False for a failed request."""
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     return isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)
@@ -160,11 +162,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def _hub_fix(repo_id: str, filenames: Sequence[str], cache_dir: Path, local_hint: str) -> str:
+    alternatives = f", or with {' or '.join(filenames[1:])} if the repo has no {filenames[0]}" if len(filenames) > 1 else ""
     return (
-        f"To fix it, on a machine with network access run `hf download {repo_id} {filenames[0]}` "
-        f"(`huggingface-cli download {repo_id} {filenames[0]}` with older huggingface_hub), then copy its "
-        f"Hugging Face cache folder to {cache_dir} or point HF_HUB_CACHE at the copy; "
-        f"or pass the weights file directly as {local_hint}."
+        f"To fix it, on a machine with network access run `hf download {repo_id} {filenames[0]}`{alternatives}. "
+        "Older huggingface_hub versions name the command `huggingface-cli download`. Then copy the Hugging Face "
+        f"cache folder to {cache_dir} or point HF_HUB_CACHE at the copy. Or pass the weights file directly as "
+        f"{local_hint}."
     )
 
 
@@ -173,7 +176,7 @@ def resolve_hub_file(
     filenames: Sequence[str],
     *,
     revision: str | None = None,
-    what: str,
+    description: str,
     local_hint: str,
 ) -> Path:
     """Return the local path of the first of ``filenames`` found in a Hugging Face Hub repo.
@@ -190,7 +193,7 @@ def resolve_hub_file(
         Candidate file names in order of preference (e.g. the safetensors file, then the pickle).
     revision:
         A branch, tag or commit; None means ``main``.
-    what:
+    description:
         What the file is, for messages (e.g. ``open_clip weights for ViT-B-16:openai``).
     local_hint:
         The spec form that loads a local file instead (e.g. ``ViT-B-16:/path/to/open_clip_model.safetensors``).
@@ -209,23 +212,24 @@ def resolve_hub_file(
     for filename in filenames:
         cached = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache_dir), revision=revision)
         if isinstance(cached, str) and os.path.isfile(cached):
-            logger.debug("robsig: %s found in the Hugging Face cache: %s", what, cached)
+            logger.debug("robsig: %s found in the Hugging Face cache: %s", description, cached)
             return Path(cached)
 
     expected = " or ".join(filenames)
     reason = offline_reason()
     if reason is not None:
         raise RobsigError(
-            f"Missing {what}: file {expected} of Hugging Face repo {repo_id}"
+            f"Missing {description}: file {expected} of Hugging Face repo {repo_id}"
             f"{'' if revision is None else f' (revision {revision})'} is not in the local cache {cache_dir}, "
             f"and downloads are disabled ({reason}). {_hub_fix(repo_id, filenames, cache_dir, local_hint)}"
         )
 
     from huggingface_hub import hf_hub_download
 
+    # NOTE: the tests run this download loop only with a mocked hf_hub_download, never against the Hub.
     absent: list[str] = []
     for filename in filenames:
-        logger.info("robsig: downloading %s from Hugging Face repo %s (%s)", what, repo_id, filename)
+        logger.info("robsig: downloading %s from Hugging Face repo %s (%s)", description, repo_id, filename)
         try:
             path = hf_hub_download(
                 repo_id,
@@ -234,21 +238,21 @@ def resolve_hub_file(
                 cache_dir=str(cache_dir),
                 etag_timeout=DOWNLOAD_TIMEOUT_SECONDS,
             )
-        # The hub client raises its own HTTP errors, OSError subclasses and, for failed connections,
-        # exceptions of its HTTP library; every one of them ends this attempt with the same message.
+        # The hub client raises its own HTTP errors, OSError subclasses, and exceptions of its HTTP
+        # library for failed connections. Each of them ends the attempt with the same message.
         except Exception as error:  # noqa: BLE001
             if _is_missing_on_hub(error):
                 absent.append(filename)
                 continue
             raise RobsigError(
-                f"Could not download {what}: file {filename} of Hugging Face repo {repo_id} is not in the "
+                f"Could not download {description}: file {filename} of Hugging Face repo {repo_id} is not in the "
                 f"local cache {cache_dir}, and the download failed ({_first_line(error)}). "
                 f"{_hub_fix(repo_id, filenames, cache_dir, local_hint)}"
             ) from error
         return Path(path)
 
     raise RobsigError(
-        f"Missing {what}: Hugging Face repo {repo_id} contains none of {', '.join(absent)}. "
+        f"Missing {description}: Hugging Face repo {repo_id} contains none of {', '.join(absent)}. "
         f"Check the repo on the Hub, or pass the weights file directly as {local_hint}."
     )
 
@@ -284,13 +288,14 @@ def _download_url(url: str, target: Path) -> None:
         with os.fdopen(handle, "wb") as output, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as source:
             for chunk in iter(lambda: source.read(_SHA256_CHUNK_BYTES), b""):
                 output.write(chunk)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
 
 
-def resolve_url_file(url: str, cache_dir: Path, *, what: str, local_hint: str) -> Path:
+def resolve_url_file(url: str, cache_dir: Path, *, description: str, local_hint: str) -> Path:
     """Return ``cache_dir / basename(url)``, downloading it first when it is missing and downloads are allowed.
 
     A file whose URL encodes a SHA-256 (see :func:`expected_sha256_prefix`) must match it, whether it
@@ -302,12 +307,12 @@ def resolve_url_file(url: str, cache_dir: Path, *, what: str, local_hint: str) -
         The weights URL (any scheme ``urllib`` opens).
     cache_dir:
         The folder that the owning library downloads this URL into.
-    what, local_hint:
+    description, local_hint:
         As for :func:`resolve_hub_file`.
     """
     filename = os.path.basename(urllib.parse.urlparse(url).path)
     if not filename:
-        raise RobsigError(f"Cannot resolve {what}: the URL {url!r} does not end with a file name.")
+        raise RobsigError(f"Cannot resolve {description}: the URL {url!r} does not end with a file name.")
     target = Path(cache_dir) / filename
     expected = expected_sha256_prefix(url)
 
@@ -315,23 +320,23 @@ def resolve_url_file(url: str, cache_dir: Path, *, what: str, local_hint: str) -
         reason = offline_reason()
         if reason is not None:
             raise RobsigError(
-                f"Missing {what}: {target} does not exist and downloads are disabled ({reason}). "
+                f"Missing {description}: {target} does not exist and downloads are disabled ({reason}). "
                 f"{_url_fix(url, target, local_hint)}"
             )
-        logger.info("robsig: downloading %s from %s to %s", what, url, target)
+        logger.info("robsig: downloading %s from %s to %s", description, url, target)
         try:
             _download_url(url, target)
         # urllib raises URLError (an OSError), HTTPException or ValueError for a malformed URL.
         except Exception as error:  # noqa: BLE001
             raise RobsigError(
-                f"Could not download {what} from {url} ({_first_line(error)}). {_url_fix(url, target, local_hint)}"
+                f"Could not download {description} from {url} ({_first_line(error)}). {_url_fix(url, target, local_hint)}"
             ) from error
 
     if expected is not None:
         actual = sha256_file(target)
         if not actual.startswith(expected):
             raise RobsigError(
-                f"Corrupt {what}: the SHA-256 of {target} is {actual}, but its URL {url} expects a digest "
+                f"Corrupt {description}: the SHA-256 of {target} is {actual}, but its URL {url} expects a digest "
                 f"starting with {expected}. Delete the file so that it is downloaded again, or replace it."
             )
     return target
@@ -390,7 +395,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise RobsigError(f"Weights file {str(file_path)!r} is not a valid safetensors file: {error}.") from error
     try:
         checkpoint = torch.load(file_path, map_location="cpu", weights_only=True)
-    # An unsafe or foreign pickle raises UnpicklingError; a truncated or non-torch file raises
+    # An unsafe or foreign pickle raises UnpicklingError. A truncated or non-torch file raises
     # RuntimeError, EOFError or ValueError.
     except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as error:
         raise RobsigError(
@@ -402,9 +407,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def _listed(keys: Iterable[str]) -> str:
     keys = sorted(keys)
-    shown = ", ".join(keys[:LISTED_KEYS])
+    first_keys = ", ".join(keys[:LISTED_KEYS])
     more = f" and {len(keys) - LISTED_KEYS} more" if len(keys) > LISTED_KEYS else ""
-    return f"{len(keys)} ({shown}{more})"
+    return f"{len(keys)} ({first_keys}{more})"
 
 
 def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
