@@ -13,8 +13,11 @@ from typing import Any, Callable
 from robsig_checks.hookspecs import hookimpl
 
 
-def lazy_factory(dotted: str) -> Callable[..., Any]:
-    """Return a callable that imports ``module:function`` on first call and forwards to it."""
+def lazy_factory(dotted: str, description: str) -> Callable[..., Any]:
+    """Return a callable that imports ``module:function`` on first call and forwards to it.
+
+    ``description`` becomes the callable's docstring, which ``robsig list`` shows.
+    """
     module_name, _, attribute = dotted.partition(":")
 
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -22,23 +25,35 @@ def lazy_factory(dotted: str) -> Callable[..., Any]:
         return function(*args, **kwargs)
 
     call.__qualname__ = call.__name__ = attribute
-    call.__doc__ = f"Call {dotted} (imported on first use)."
+    call.__doc__ = description
     return call
 
 
 @hookimpl
 def robsig_model_adapters() -> dict[str, Callable[..., Any]]:
     return {
-        "open_clip": lazy_factory("robsig_checks.adapters.open_clip:create_open_clip_adapter"),
-        "timm": lazy_factory("robsig_checks.adapters.timm:create_timm_adapter"),
+        "open_clip": lazy_factory(
+            "robsig_checks.adapters.open_clip:create_open_clip_adapter",
+            "CLIP models: ARCH:TAG (ViT-B-16:laion2b) or ARCH:/path/weights, zero-shot ImageNet head",
+        ),
+        "timm": lazy_factory(
+            "robsig_checks.adapters.timm:create_timm_adapter",
+            "supervised classifiers: timm:NAME[:WEIGHTS_PATH], the model's own linear head",
+        ),
     }
 
 
 @hookimpl
 def robsig_datasets() -> dict[str, Callable[..., Any]]:
     return {
-        "folder": lazy_factory("robsig_checks.datasets.folder:create_folder_dataset"),
-        "embedded-photos": lazy_factory("robsig_checks.datasets.embedded:create_embedded_photos"),
+        "folder": lazy_factory(
+            "robsig_checks.datasets.folder:create_folder_dataset",
+            "a folder of images, labelled by the WordNet id in the file or folder name (options: labels, extensions)",
+        ),
+        "embedded-photos": lazy_factory(
+            "robsig_checks.datasets.embedded:create_embedded_photos",
+            "the real photographs shipped inside scikit-image, scikit-learn and matplotlib (unlabelled)",
+        ),
     }
 
 

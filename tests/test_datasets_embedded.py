@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from robsig_checks.datasets import (
-    BUILTIN_DATASET_KINDS,
     UNLABELLED,
     EmbeddedPhotos,
+    ImageFolderDataset,
     create_embedded_photos,
-    create_folder_dataset,
     embedded,
 )
 from robsig_checks.errors import RobsigError
@@ -184,8 +184,14 @@ def test_factory_rejects_options():
         create_embedded_photos("pics", None, labels="wnid")
 
 
-def test_builtin_kinds_map_to_factories():
-    assert BUILTIN_DATASET_KINDS == {
-        "embedded-photos": create_embedded_photos,
-        "folder": create_folder_dataset,
-    }
+def test_registry_builds_builtin_kinds(tmp_path):
+    from robsig_checks.registry import build_registry
+
+    registry = build_registry(load_entry_points=False)
+    photos = registry.create_dataset("embedded-photos", "pics", None, {})
+    assert isinstance(photos, EmbeddedPhotos)
+    assert photos.name == "pics"
+    Image.new("RGB", (4, 4)).save(tmp_path / "n01440764.png")
+    folder = registry.create_dataset("folder", "imgs", str(tmp_path), {"labels": "wnid"})
+    assert isinstance(folder, ImageFolderDataset)
+    assert [sample.label for sample in folder.samples()] == [0]

@@ -17,14 +17,7 @@ from robsig_checks.datasets.imagenet import (
     wnid_to_index,
 )
 
-#: The built-in data set kinds, as the ``robsig_datasets`` hook expects them.
-BUILTIN_DATASET_KINDS: dict[str, DatasetFactory] = {
-    "embedded-photos": create_embedded_photos,
-    "folder": create_folder_dataset,
-}
-
 __all__ = [
-    "BUILTIN_DATASET_KINDS",
     "DEFAULT_EXTENSIONS",
     "IMAGENET_CLASS_COUNT",
     "LABEL_MODES",

@@ -36,9 +36,8 @@ def result_rows(results: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
     tables: dict[str, list[list[str]]] = {}
     for result in results:
         rows = tables.setdefault(result["model"], [])
-        if not result["outcomes"]:
-            rows.append([result["id"], ", ".join(result["missing_data"]) or "-", "-", "-", "-", result["verdict"],
-                         "-", result["message"]])
+        if result["verdict"] == "skip":
+            rows.append([result["id"], ", ".join(result["missing_data"]), "-", "-", "-", "skip", "-", result["message"]])
             continue
         for outcome in result["outcomes"]:
             verdict = result["verdict"] if outcome["passed"] is False else ("info" if outcome["passed"] is None else "pass")
@@ -82,3 +81,7 @@ def write_summary(terminalreporter: Any, results: list[dict[str, Any]], runs: di
             terminalreporter.write_line(text)
             for skipped in run["skipped"][:3]:
                 terminalreporter.write_line(f"    skipped {skipped['id']}: {skipped['reason']}"[:width])
+        missing = dict.fromkeys(name for result in results if result["model"] == model
+                                for name in result["missing_data"])
+        for name in missing:
+            terminalreporter.write_line(f"  data {name}: not given; add --robsig-data {name}=PATH to include it")
