@@ -56,7 +56,7 @@ class ModelContext:
 
 @dataclass
 class DatasetRun:
-    """What one pass read: counts, skipped images with reasons, timing and the data fingerprint."""
+    """Counts of one pass (read, skipped with reasons, labelled, non-finite), its time and data fingerprint."""
 
     dataset: str
     description: str

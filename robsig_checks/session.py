@@ -1,8 +1,8 @@
 """Planning and running the forward passes of a pytest session, independent of pytest itself.
 
-Before any pass, every selected (check, model) item declares what it needs; the first item that uses
-a (model, data set) pair triggers one pass that feeds the accumulators of every check planned for that
-pair. Models, data sets and passes are cached, and their errors too, so a broken model or folder fails
+Before any pass, every selected (check, model) item declares what it needs. The first item that uses
+a (model, data set) pair triggers one pass, which feeds the accumulators of every check planned for
+that pair. Models, data sets and passes are cached, and their errors too, so a broken model or folder fails
 only the items that use it.
 """
 
@@ -58,7 +58,7 @@ class SignatureSession:
                 self.plan.setdefault((model_spec, spec.key), []).append(check)
 
     def model(self, spec: str) -> "ModelContext":
-        """Return the loaded model for ``spec``; a load error is cached and raised again."""
+        """Return the loaded model for ``spec``. A load error is cached and raised again on every call."""
         if spec not in self.models:
             from robsig_checks.extraction import ModelContext
 

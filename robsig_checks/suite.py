@@ -153,7 +153,7 @@ def _key_line(node: yaml.Node, path: list[Any]) -> int:
 
 
 def load_suite(path: Path, registry: "Registry") -> Suite:
-    """Read, validate and resolve a suite file; raise :class:`SuiteError` naming file, line and key."""
+    """Read, validate and resolve a suite file, or raise :class:`SuiteError` naming file, line and key."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -271,7 +271,7 @@ def apply_data_paths(suite: Suite, paths: dict[str, str]) -> None:
 
 
 def apply_param_overrides(suite: Suite, overrides: list[str], registry: "Registry") -> None:
-    """Apply ``CHECK.PARAM=VALUE`` overrides; CHECK is a check id or a check name of the suite."""
+    """Apply ``CHECK.PARAM=VALUE`` overrides, where CHECK is a check id or a check name of the suite."""
     for text in overrides:
         target, value_text = parse_assignment(text, "--robsig-set")
         check_name, dot, param = target.rpartition(".")

@@ -69,6 +69,13 @@ class ModelAdapter(ABC):
         return self
 
 
+def check_image_batch(images: object) -> None:
+    """Raise ``ValueError`` unless ``images`` is a tensor of shape ``(batch, channels, height, width)``."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = getattr(images, "shape", type(images).__name__)
+        raise ValueError(f"images must be a tensor of shape (batch, 3, height, width), got {shape}")
+
+
 #: A model factory registered under a prefix: called with the part of the spec after
 #: ``PREFIX:`` (an empty string when the spec is the bare prefix) and the full spec.
 ModelFactory = Callable[[str, str], ModelAdapter]

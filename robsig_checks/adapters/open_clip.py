@@ -30,7 +30,7 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from robsig_checks.adapters.base import ModelAdapter, Provenance
+from robsig_checks.adapters.base import ModelAdapter, Provenance, check_image_batch
 from robsig_checks.adapters.imagenet import imagenet_class_names, openai_imagenet_templates
 from robsig_checks.adapters.weights import (
     resolve_hub_file,
@@ -456,11 +456,7 @@ class OpenClipAdapter(ModelAdapter):
         images:
             Preprocessed images ``(batch, 3, height, width)``; they are moved to the model's device.
         """
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ValueError(
-                f"images must be a tensor of shape (batch, 3, height, width), got "
-                f"{getattr(images, 'shape', type(images).__name__)}"
-            )
+        check_image_batch(images)
         with torch.no_grad():
             return self.model.encode_image(images.to(self.device)).float()
 

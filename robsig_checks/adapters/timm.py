@@ -22,7 +22,7 @@ import timm.data
 import torch
 from PIL import Image
 
-from robsig_checks.adapters.base import ModelAdapter, Provenance
+from robsig_checks.adapters.base import ModelAdapter, Provenance, check_image_batch
 from robsig_checks.adapters.imagenet import IMAGENET_CLASS_COUNT, class_names_for_head
 from robsig_checks.adapters.weights import (
     load_state_dict_file,
@@ -249,11 +249,7 @@ class TimmAdapter(ModelAdapter):
         images:
             Preprocessed images ``(batch, 3, height, width)``; they are moved to the model's device.
         """
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ValueError(
-                f"images must be a tensor of shape (batch, 3, height, width), got "
-                f"{getattr(images, 'shape', type(images).__name__)}"
-            )
+        check_image_batch(images)
         with torch.no_grad():
             features = self.model.forward_features(images.to(self.device))
             return self.model.forward_head(features, pre_logits=True).float()

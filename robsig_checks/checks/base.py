@@ -1,4 +1,4 @@
-"""What a check is: declared parameters, the accumulators it needs, and a verdict per data set."""
+"""The check protocol: declared parameters, the accumulators a check needs, and a verdict per data set."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class Outcome:
     """The verdict of one check on one data set, as plain data for reports and baselines.
 
     ``passed`` is None for a purely informational result. ``metric`` and ``value`` are the headline
-    number shown in tables; ``threshold`` reads like ``>= 6.0``. ``metrics`` holds every scalar the
-    check measured and ``details`` holds curves and spectra.
+    number shown in tables; ``threshold`` reads like ``>= 6.0``. ``metrics`` contains every scalar the
+    check measured and ``details`` contains curves and spectra.
     """
 
     dataset: str
@@ -95,7 +95,12 @@ def format_path(parts: list[Any]) -> str:
     """Write a key path as ``checks[0].params.min``."""
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = str(part)
     return text or "(top level)"
 
 

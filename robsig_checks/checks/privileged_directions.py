@@ -16,8 +16,8 @@ class PrivilegedDirectionTail(Check):
     name = "privileged_direction_tail"
     summary = "max / mean importance of the head's singular directions (privileged directions)"
     parameters = {
-        # NOTE: provisional absolute threshold. It has not been calibrated on real CLIP weights; gate releases
-        # of one architecture relative to that architecture's baseline instead.
+        # NOTE: provisional absolute threshold, not calibrated on real CLIP weights. Releases of one architecture
+        # are better gated against that architecture's own baseline.
         "min_tail": {
             "type": "number",
             "exclusiveMinimum": 0,

@@ -40,7 +40,12 @@ def result_rows(results: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
             rows.append([result["id"], ", ".join(result["missing_data"]), "-", "-", "-", "skip", "-", result["message"]])
             continue
         for outcome in result["outcomes"]:
-            verdict = result["verdict"] if outcome["passed"] is False else ("info" if outcome["passed"] is None else "pass")
+            if outcome["passed"] is False:
+                verdict = result["verdict"]
+            elif outcome["passed"] is None:
+                verdict = "info"
+            else:
+                verdict = "pass"
             rows.append([result["id"], outcome["dataset"], outcome["metric"], _format_value(outcome["value"]),
                          outcome["threshold"], verdict, str(outcome["n_images"]), outcome["explanation"]])
         if result["verdict"] == "error":
