@@ -342,3 +342,40 @@ def test_xdist_workers_report_same_values(project):
     kurtosis = by_id(report)["kurtosis[engineered]"]["outcomes"][0]
     assert kurtosis["value"] == pytest.approx(expected_kurtosis(), rel=1e-9)
     assert report["data"]["engineered"]["images"]["n_read"] == 6
+
+
+def test_bundled_default_suite_runs_without_paths(project):
+    result, report = run_json(project, "--robsig-model", "engineered", "--robsig-limit", "4")
+    result.assert_outcomes(passed=3)
+    assert sorted(by_id(report)) == ["kurtosis[engineered]", "privileged_directions[engineered]", "pruning[engineered]"]
+    photos = report["data"]["engineered"]["photos"]
+    assert photos["n_read"] == 4
+    assert photos["n_labelled"] == 0
+    pruning = by_id(report)["pruning[engineered]"]
+    assert pruning["missing_data"] == ["imagenet"]
+    assert pruning["outcomes"][0]["metric"] == "agreement"
+
+
+def test_bundled_suite_ids_use_file_name(project):
+    result = project.runpytest("-p", "no:cacheprovider", "--robsig-model", "engineered", "--collect-only", "-q")
+    assert "default.yaml::kurtosis[engineered]" in result.stdout.lines
+
+
+def test_suite_runs_next_to_given_test_paths(project):
+    project.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    result = project.runpytest("-p", "no:cacheprovider", "test_plain.py", "--robsig-suite", "sig.yaml",
+                               "--robsig-model", "engineered")
+    result.assert_outcomes(passed=4)
+
+
+def test_unknown_bundled_suite_is_usage_error(project):
+    result = project.runpytest("-p", "no:cacheprovider", "--robsig-suite", "nightly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--robsig-suite nightly: no such file and no bundled suite of that name; "
+                                 "bundled suites: default*"])
+
+
+def test_bad_limit_is_usage_error(project):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-limit", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--robsig-limit 0: must be a positive number of images per data set*"])
