@@ -18,13 +18,13 @@ def list_registered() -> str:
 
     registry = default_registry()
     lines = ["model adapters (spec PREFIX:...; anything else is ARCH:TAG for open_clip):"]
-    lines += [f"  {name:24} {_first_line(factory.__doc__)}" for name, factory in sorted(registry.model_adapters.items())]
+    lines += [f"  {name:28} {_first_line(factory.__doc__)}" for name, factory in sorted(registry.model_adapters.items())]
     lines.append("data set kinds:")
-    lines += [f"  {name:24} {_first_line(factory.__doc__)}" for name, factory in sorted(registry.datasets.items())]
+    lines += [f"  {name:28} {_first_line(factory.__doc__)}" for name, factory in sorted(registry.datasets.items())]
     lines.append("checks:")
-    lines += [f"  {name:24} {cls.summary}" for name, cls in sorted(registry.checks.items())]
+    lines += [f"  {name:28} {cls.summary}" for name, cls in sorted(registry.checks.items())]
     lines.append("bundled suites:")
-    lines += [f"  {name:24} {path}" for name, path in sorted(registry.suites.items())]
+    lines += [f"  {name:28} {path}" for name, path in sorted(registry.suites.items())]
     return "\n".join(lines)
 
 

@@ -81,7 +81,7 @@ class RobsigOptions:
             suite=values["robsig_suite"],
             data=values["robsig_data"] or [],
             device=values["robsig_device"] or "cpu",
-            batch_size=values["robsig_batch_size"] or 32,
+            batch_size=32 if values["robsig_batch_size"] is None else values["robsig_batch_size"],
             limit=values["robsig_limit"],
             overrides=values["robsig_set"] or [],
             report=Path(values["robsig_report"]) if values["robsig_report"] else None,
@@ -89,6 +89,9 @@ class RobsigOptions:
         )
         if options.batch_size < 1:
             raise RobsigError(f"--robsig-batch-size {options.batch_size}: must be a positive integer, e.g. 32.")
+        if options.report is not None and options.report.is_dir():
+            raise RobsigError(f"--robsig-report {options.report}: is a folder. Give a file path, e.g. "
+                              f"{options.report / 'robsig-report.json'}.")
         if options.limit is not None and options.limit < 1:
             raise RobsigError(f"--robsig-limit {options.limit}: must be a positive number of images per data set.")
         return options

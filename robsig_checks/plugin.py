@@ -7,7 +7,6 @@ The plugin is loaded through the ``pytest11`` entry point and stays inert unless
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from robsig_checks.errors import RobsigError
 from robsig_checks.options import RobsigOptions, add_options
+from robsig_checks.results import CheckResult
 
 SUITE_SUFFIXES = (".yaml", ".yml")
 STATE_KEY = pytest.StashKey["RobsigPlugin"]()
@@ -87,7 +87,8 @@ class RobsigPlugin:
         if options.suite and explicit:
             self.suite_paths.insert(0, self._resolve_suite(options.suite))
         self._add_suite_args(config, explicit)
-        self.session = SignatureSession(self.registry, options, write_line=self._write_line)
+        self.session = SignatureSession(self.registry, options, write_line=self._write_line,
+                                        live_threshold=0 if config.get_verbosity() > 0 else 200)
         self.results: list[dict[str, Any]] = []
         self.suites: list[Any] = []
         self.started = time.time()
@@ -131,8 +132,7 @@ class RobsigPlugin:
     # -- running -------------------------------------------------------------------------------
 
     def _write_line(self, line: str) -> None:
-        """Write a progress line to the terminal, past output capturing, and to the ``robsig`` logger."""
-        logging.getLogger("robsig").info(line)
+        """Write a progress line to the terminal, past output capturing."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or hasattr(self.config, "workerinput"):
             return
@@ -255,7 +255,16 @@ class SignatureItem(pytest.Item):
 
     def runtest(self) -> None:
         plugin: RobsigPlugin = self.config.stash[STATE_KEY]
-        result = plugin.session.evaluate(self.suite, self.entry, self.model_spec)
+        try:
+            result = plugin.session.evaluate(self.suite, self.entry, self.model_spec)
+        except Exception as error:
+            # Recorded before re-raising, so the summary and the JSON report show the error too.
+            self.robsig_result = CheckResult(
+                suite=self.suite.name, id=self.entry.id, check=self.entry.check, model=self.model_spec,
+                severity=self.entry.severity, params=dict(self.entry.params), verdict="error",
+                message=f"{type(error).__name__}: {error}", position=self.entry.position,
+            )
+            raise
         self.robsig_result = result
         for outcome in result.outcomes:
             for name, value in outcome.metrics.items():
@@ -269,7 +278,8 @@ class SignatureItem(pytest.Item):
         if result.verdict == "fail":
             raise CheckFailed(result.message)
         if result.verdict == "warn":
-            warnings.warn(RobsigWarning(f"{self.entry.id}[{self.model_spec}]: {result.message}"), stacklevel=1)
+            warnings.warn_explicit(RobsigWarning(f"{self.entry.id}[{self.model_spec}]: {result.message}"),
+                                   RobsigWarning, filename=str(self.path), lineno=self.entry.line)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (CheckFailed, RobsigError)):

@@ -25,6 +25,8 @@ class CheckResult:
     message: str = ""
     outcomes: list[Outcome] = field(default_factory=list)
     missing_data: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    position: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,6 +41,8 @@ class CheckResult:
             "message": self.message,
             "outcomes": [outcome.to_dict() for outcome in self.outcomes],
             "missing_data": list(self.missing_data),
+            "errors": dict(self.errors),
+            "position": self.position,
             "seconds": round(self.seconds, 3),
         }
 
@@ -52,3 +56,9 @@ def verdict_for(outcomes: list[Outcome], severity: str) -> str:
     if all(outcome.passed is not False for outcome in outcomes):
         return "pass"
     return {"fail": "fail", "warn": "warn", "info": "info"}[severity]
+
+
+def sorted_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order results by model (first appearance), then by the check's position in its suite."""
+    models = list(dict.fromkeys(result["model"] for result in results))
+    return sorted(results, key=lambda r: (models.index(r["model"]), r["suite"], r.get("position", 0)))

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("robsig")
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 @dataclass
 class PassResult:
     """The computed accumulators of one (model, data set) pass and what the pass read."""
@@ -41,7 +46,10 @@ class SignatureSession:
 
     registry: "Registry"
     options: "RobsigOptions"
-    write_line: Callable[[str], None] = logger.info
+    #: Where live progress lines go (the terminal, in a pytest run); the ``robsig`` logger gets them anyway.
+    write_line: Callable[[str], None] = print
+    #: Passes over at least this many images print live progress lines; smaller ones only log them.
+    live_threshold: int = 200
     plan: dict[tuple[str, tuple[Any, ...]], list["Check"]] = field(default_factory=dict)
     models: dict[str, "ModelContext | RobsigError"] = field(default_factory=dict)
     datasets: dict[tuple[Any, ...], "ImageDataset | RobsigError"] = field(default_factory=dict)
@@ -67,9 +75,14 @@ class SignatureSession:
                 adapter = self.registry.create_model(spec).to(self.options.device)
                 self.models[spec] = ModelContext(adapter, spec)
                 self.provenance[spec] = self.models[spec].provenance
-                self.write_line(f"robsig: loaded {spec} in {time.perf_counter() - started:.1f} s")
+                logger.info("robsig: loaded %s in %.1f s", spec, time.perf_counter() - started)
             except RobsigError as error:
                 self.models[spec] = error
+            except (RuntimeError, OSError, ValueError, AssertionError) as error:
+                self.models[spec] = RobsigError(
+                    f"Failed to load model {spec!r} on device {self.options.device!r}: {type(error).__name__}: "
+                    f"{_first_line(error)}. Check the weights and the device (e.g. --robsig-device cpu)."
+                )
         cached = self.models[spec]
         if isinstance(cached, RobsigError):
             raise cached
@@ -108,8 +121,8 @@ class SignatureSession:
         from robsig_checks.extraction import extract
 
         try:
-            model = self.model(model_spec)
             dataset = self.dataset(spec)
+            model = self.model(model_spec)
         except RobsigError as error:
             return error
 
@@ -122,13 +135,18 @@ class SignatureSession:
         total = len(dataset.samples())
         if self.options.limit is not None:
             total = min(total, self.options.limit)
-        self.write_line(f"robsig: {model_spec} on {spec.name}: reading {total} images ({dataset.description})")
+        live = total >= self.live_threshold
+        start_line = f"robsig: {model_spec} on {spec.name}: reading {total} images ({dataset.description})"
+        logger.info(start_line)
+        if live:
+            self.write_line(start_line)
         try:
             run = extract(model, dataset, accumulators, batch_size=self.options.batch_size, limit=self.options.limit,
                           device=self.options.device, progress=self._progress(model_spec, spec.name))
         except RobsigError as error:
             return error
-        self.write_line(f"robsig: {model_spec} on {run.summary()}")
+        if live:
+            self.write_line(f"robsig: {model_spec} on {run.summary()}")
         self.runs.setdefault(model_spec, {})[spec.name] = run
         if run.n_read == 0:
             return RobsigError(f"data set {spec.name!r}: none of its {run.n_total} images could be read "
@@ -141,6 +159,7 @@ class SignatureSession:
         def report(done: int, total: int) -> None:
             nonlocal next_report
             if done < total and time.perf_counter() >= next_report:
+                logger.info("robsig: %s on %s: %d/%d images", model_spec, name, done, total)
                 self.write_line(f"robsig: {model_spec} on {name}: {done}/{total} images")
                 next_report = time.perf_counter() + 30.0
 
@@ -150,28 +169,27 @@ class SignatureSession:
         """Run one check of a suite on one model over each of its data sets."""
         started = time.perf_counter()
         result = CheckResult(suite=suite.name, id=entry.id, check=entry.check, model=model_spec,
-                             severity=entry.severity, params=dict(entry.params))
+                             severity=entry.severity, params=dict(entry.params), position=entry.position)
         check = self.registry.check_class(entry.check)(entry.params)
-        errors = []
         for name in entry.data:
             spec = suite.data[name]
             if not spec.available:
                 if spec.required:
-                    errors.append(f"data set {name!r} has no path: pass --robsig-data {name}=PATH")
+                    result.errors[name] = f"data set {name!r} has no path: pass --robsig-data {name}=PATH"
                 else:
                     result.missing_data.append(name)
                 continue
             try:
                 passed = self.run_pass(model_spec, spec)
             except RobsigError as error:
-                errors.append(str(error))
+                result.errors[name] = str(error)
                 continue
             result.outcomes.append(check.evaluate(passed.computed, passed.run))
 
         result.seconds = time.perf_counter() - started
-        if errors:
+        if result.errors:
             result.verdict = "error"
-            result.message = "; ".join(dict.fromkeys(errors))
+            result.message = "; ".join(dict.fromkeys(result.errors.values()))
             return result
         result.verdict = verdict_for(result.outcomes, entry.severity)
         if result.verdict == "skip":

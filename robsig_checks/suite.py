@@ -33,6 +33,9 @@ from robsig_checks.errors import RobsigError, SuiteError
 if TYPE_CHECKING:
     from robsig_checks.registry import Registry
 
+#: Data set kinds that read no path, so ``--robsig-data NAME=PATH`` cannot point them at a folder.
+PATHLESS_KINDS = frozenset({"embedded-photos"})
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 SUITE_SCHEMA: dict[str, Any] = {
@@ -111,6 +114,7 @@ class CheckEntry:
     data: list[str]
     severity: str
     line: int
+    position: int = 0
     description: str = ""
 
 
@@ -150,6 +154,14 @@ def _key_line(node: yaml.Node, path: list[Any]) -> int:
             if key_node.value == path[-1]:
                 return key_node.start_mark.line + 1
     return _node_at(node, path).start_mark.line + 1
+
+
+def parameter_hint(check_class: type, error: jsonschema.ValidationError) -> str:
+    """Return `` (PARAM: its description)`` for an error inside a check's parameters, or an empty string."""
+    path = list(error.absolute_path)
+    if path and path[0] in check_class.parameters:
+        return f" ({path[0]}: {check_class.parameters[path[0]]['description']})"
+    return ""
 
 
 def load_suite(path: Path, registry: "Registry") -> Suite:
@@ -217,7 +229,7 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
         param_errors = list(jsonschema.Draft202012Validator(check_class.params_schema()).iter_errors(params))
         if param_errors:
             error = param_errors[0]
-            described = describe_schema_error(error)
+            described = describe_schema_error(error) + parameter_hint(check_class, error)
             raise fail(location + ["params", *error.absolute_path], f"checks[{index}] ({check_id}).params: {described}")
 
         names = entry.get("data") or list(data)
@@ -236,6 +248,7 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
             data=list(names),
             severity=entry.get("severity", "fail"),
             line=seen[check_id],
+            position=index,
             description=entry.get("description", check_class.summary),
         ))
 
@@ -261,6 +274,10 @@ def apply_data_paths(suite: Suite, paths: dict[str, str]) -> None:
     """Point data sets at paths from ``--robsig-data``; unknown names become new folder data sets."""
     for name, value in paths.items():
         resolved = str(Path(value).expanduser().resolve())
+        if name in suite.data and suite.data[name].kind in PATHLESS_KINDS:
+            raise RobsigError(f"--robsig-data {name}={value}: data set {name!r} of suite {suite.name!r} is of kind "
+                              f"{suite.data[name].kind}, which reads no folder. Choose another name, e.g. "
+                              f"--robsig-data mine={value}")
         if name in suite.data:
             spec = suite.data[name]
             suite.data[name] = DataSpec(name, spec.kind, resolved, True, spec.options, spec.description)
@@ -291,5 +308,6 @@ def apply_param_overrides(suite: Suite, overrides: list[str], registry: "Registr
             candidate = {**entry.params, param: value}
             errors = list(jsonschema.Draft202012Validator(check_class.params_schema()).iter_errors(candidate))
             if errors:
-                raise RobsigError(f"--robsig-set {text!r}: {describe_schema_error(errors[0])}")
+                hint = parameter_hint(check_class, errors[0])
+                raise RobsigError(f"--robsig-set {text!r}: {describe_schema_error(errors[0])}{hint}")
             entry.params = candidate

@@ -73,6 +73,16 @@ class EngineeredModel(ModelAdapter):
         return Provenance(self.spec, "engineered", "diagonal", "none", None)
 
 
+class NoDeviceModel(EngineeredModel):
+    def to(self, device):
+        raise RuntimeError("Found no NVIDIA driver on your system.\\nMore lines of detail")
+
+
+class CrashingModel(EngineeredModel):
+    def representation(self, images):
+        raise KeyError("bug inside the adapter")
+
+
 def broken(rest, spec):
     raise RobsigError(f"weights for {{spec}} not found: expected /nowhere/weights.pt; put the file there")
 
@@ -84,6 +94,8 @@ def robsig_model_adapters():
         "weakhead": lambda rest, spec: EngineeredModel(spec, SIGMA["weak"]),
         "nanmodel": lambda rest, spec: EngineeredModel(spec, SIGMA["strong"], nan=True),
         "broken": broken,
+        "nodevice": lambda rest, spec: NoDeviceModel(spec, SIGMA["strong"]),
+        "crashing": lambda rest, spec: CrashingModel(spec, SIGMA["strong"]),
     }}
 '''
 
@@ -379,3 +391,70 @@ def test_bad_limit_is_usage_error(project):
     result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-limit", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--robsig-limit 0: must be a positive number of images per data set*"])
+
+
+def test_device_failure_is_one_readable_error(project):
+    result, report = run_json(project, "sig.yaml", "--robsig-model", "nodevice", "--robsig-device", "cuda")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*Failed to load model 'nodevice' on device 'cuda': RuntimeError: Found no NVIDIA "
+                                 "driver on your system.. Check the weights and the device (e.g. --robsig-device cpu)*"])
+    assert "More lines of detail" not in result.stdout.str()
+    assert report["summary"]["error"] == 3
+    assert by_id(report)["kurtosis[nodevice]"]["errors"] == {"images": by_id(report)["kurtosis[nodevice]"]["message"]}
+
+
+def test_unexpected_exception_still_reported(project):
+    result, report = run_json(project, "sig.yaml", "--robsig-model", "crashing")
+    result.assert_outcomes(failed=3)
+    assert "KeyError" in result.stdout.str()
+    kurtosis = by_id(report)["kurtosis[crashing]"]
+    assert kurtosis["verdict"] == "error"
+    assert kurtosis["message"] == "KeyError: 'bug inside the adapter'"
+
+
+def test_error_rows_name_the_data_set(project):
+    (project.path / "empty").mkdir()
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-data", "extra=empty")
+    result.stdout.fnmatch_lines(["*kurtosis*extra*-*error*"])
+
+
+def test_data_option_rejects_embedded_name(project):
+    result = project.runpytest("-p", "no:cacheprovider", "--robsig-model", "engineered", "--robsig-data", "photos=x")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*data set 'photos' of suite 'default' is of kind embedded-photos, which reads no "
+                                 "folder. Choose another name, e.g. --robsig-data mine=x*"])
+
+
+def test_parameter_error_explains_parameter(project):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-set", "pruning.fraction=80")
+    result.stdout.fnmatch_lines(["*fraction: 80 is greater than or equal to the maximum of 1 (fraction: fraction of "
+                                 "singular directions pruned at the gate, in [[]0, 1): 0.8 prunes 80 %)*"])
+
+
+def test_zero_batch_size_is_usage_error(project):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-batch-size", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--robsig-batch-size 0: must be a positive integer*"])
+
+
+def test_report_path_folder_is_usage_error(project):
+    (project.path / "out").mkdir()
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "--robsig-report", "out")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--robsig-report out: is a folder. Give a file path*"])
+
+
+def test_warning_points_at_suite_line(project):
+    (project.path / "sig.yaml").write_text(SUITE.replace("params: {min: 3.0}", "severity: warn\n    params: {min: 1000}"))
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml")
+    result.stdout.fnmatch_lines(["*sig.yaml:7: RobsigWarning: kurtosis[[]engineered[]]: kurtosis*"])
+
+
+def test_small_sample_flagged_in_summary(project):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml")
+    result.stdout.fnmatch_lines(["note: verdicts on fewer than 30 images are a smoke test, not a measurement: images (6)"])
+
+
+def test_report_file_readable_by_others(project):
+    run_json(project, "sig.yaml")
+    assert (project.path / "report.json").stat().st_mode & 0o044 == 0o044

