@@ -119,7 +119,9 @@ def extract(
 ) -> DatasetRun:
     """Run ``model`` once over ``dataset`` and fold every batch of ``h`` into every accumulator.
 
-    Images that fail to decode are counted and skipped. Rows of ``h`` with NaN or infinite values are
+    An accumulator that defines ``update_with_samples(h, labels, indices)`` receives, instead of
+    ``update``, the positions in ``dataset.samples()`` of the rows too (for per-image targets that a
+    class label cannot carry). Images that fail to decode are counted and skipped. Rows of ``h`` with NaN or infinite values are
     counted and left out, so every accumulator sees the same finite rows.
     """
     started = time.perf_counter()
@@ -138,8 +140,8 @@ def extract(
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
             loaded = list(pool.map(lambda sample: _load(sample, transform), batch))
-            tensors, labels = [], []
-            for sample, item in zip(batch, loaded):
+            tensors, labels, indices = [], [], []
+            for offset, (sample, item) in enumerate(zip(batch, loaded)):
                 if isinstance(item, str):
                     run.n_skipped += 1
                     if len(run.skipped) < MAX_LISTED_SKIPS:
@@ -147,8 +149,10 @@ def extract(
                     continue
                 tensors.append(item)
                 labels.append(sample.label)
+                indices.append(start + offset)
             if tensors:
-                _fold_batch(model, torch.stack(tensors), np.asarray(labels, dtype=np.int64), accumulators, run, device)
+                _fold_batch(model, torch.stack(tensors), np.asarray(labels, dtype=np.int64),
+                            np.asarray(indices, dtype=np.int64), accumulators, run, device)
             if progress is not None:
                 progress(min(start + batch_size, len(samples)), len(samples))
 
@@ -161,6 +165,7 @@ def _fold_batch(
     model: ModelContext,
     images: torch.Tensor,
     labels: np.ndarray,
+    indices: np.ndarray,
     accumulators: Mapping[str, "Accumulator"],
     run: DatasetRun,
     device: str,
@@ -180,6 +185,9 @@ def _fold_batch(
     run.n_labelled += int((labels[finite] >= 0).sum())
     if not finite.any():
         return
-    h, labels = h[finite], labels[finite]
+    h, labels, indices = h[finite], labels[finite], indices[finite]
     for accumulator in accumulators.values():
-        accumulator.update(h, labels)
+        if hasattr(accumulator, "update_with_samples"):
+            accumulator.update_with_samples(h, labels, indices)
+        else:
+            accumulator.update(h, labels)

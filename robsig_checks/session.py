@@ -128,7 +128,7 @@ class SignatureSession:
 
         accumulators: dict[str, Any] = {}
         for check in self.plan.get((model_spec, spec.key), []):
-            for key, factory in check.accumulators(model).items():
+            for key, factory in check.accumulators(model, dataset).items():
                 if key not in accumulators:
                     accumulators[key] = factory()
 
@@ -185,6 +185,7 @@ class SignatureSession:
                 result.errors[name] = str(error)
                 continue
             result.outcomes.append(check.evaluate(passed.computed, passed.run))
+        result.outcomes = check.combine(result.outcomes)
 
         result.seconds = time.perf_counter() - started
         if result.errors:

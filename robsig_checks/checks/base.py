@@ -12,6 +12,7 @@ import jsonschema
 from robsig_checks.errors import RobsigError
 
 if TYPE_CHECKING:
+    from robsig_checks.datasets.base import ImageDataset
     from robsig_checks.extraction import DatasetRun, ModelContext
     from robsig_checks.metrics.base import Accumulator
 
@@ -83,12 +84,24 @@ class Check(ABC):
         return {"type": "object", "properties": properties, "additionalProperties": False}
 
     @abstractmethod
-    def accumulators(self, model: "ModelContext") -> dict[str, Callable[[], "Accumulator"]]:
-        """Return accumulator factories by key; checks asking for the same key share one accumulator."""
+    def accumulators(self, model: "ModelContext", dataset: "ImageDataset") -> dict[str, Callable[[], "Accumulator"]]:
+        """Return accumulator factories by key for one (model, data set) pass.
+
+        Checks that ask for the same key in the same pass share one accumulator, so a key must name
+        everything that configures it.
+        """
 
     @abstractmethod
     def evaluate(self, computed: Mapping[str, Any], run: "DatasetRun") -> Outcome:
         """Turn the computed metrics of one (model, data set) pass into an outcome."""
+
+    def combine(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Return the outcomes of all data sets, with any outcome that needs several of them added.
+
+        Called once per (check, model) after every data set was evaluated. The default returns the
+        per-data-set outcomes unchanged.
+        """
+        return outcomes
 
 
 def format_path(parts: list[Any]) -> str:

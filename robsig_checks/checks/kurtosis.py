@@ -24,7 +24,7 @@ class ActivationKurtosis(Check):
         },
     }
 
-    def accumulators(self, model: Any) -> dict[str, Callable[[], Any]]:
+    def accumulators(self, model: Any, dataset: Any) -> dict[str, Callable[[], Any]]:
         from robsig_checks.metrics import KurtosisAccumulator
 
         return {"kurtosis": KurtosisAccumulator}

@@ -32,7 +32,7 @@ class PrivilegedDirectionTail(Check):
         },
     }
 
-    def accumulators(self, model: Any) -> dict[str, Callable[[], Any]]:
+    def accumulators(self, model: Any, dataset: Any) -> dict[str, Callable[[], Any]]:
         from robsig_checks.metrics import ImportanceAccumulator
 
         return {"importance": lambda: ImportanceAccumulator(model.svd)}

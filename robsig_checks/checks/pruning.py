@@ -59,7 +59,7 @@ class PruningTolerance(Check):
     def _key(self) -> str:
         return f"pruning:{self.params['order']}:{','.join(f'{f:g}' for f in self._fractions())}"
 
-    def accumulators(self, model: Any) -> dict[str, Callable[[], Any]]:
+    def accumulators(self, model: Any, dataset: Any) -> dict[str, Callable[[], Any]]:
         from robsig_checks.metrics import PruningAccumulator
 
         fractions, order = self._fractions(), self.params["order"]

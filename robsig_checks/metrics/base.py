@@ -16,6 +16,10 @@ class Accumulator(ABC):
     optional integer label vector; ``merge`` folds another accumulator of the same kind and
     configuration into this one (shards, workers, ranks), so that one pass over all images and
     merged passes over shards give the same ``compute()``.
+
+    An accumulator that needs per-image targets other than a class label may also define
+    ``update_with_samples(h, labels, indices)``, where ``indices`` are the rows' positions in the
+    data set's ``samples()``; the extraction then calls it instead of ``update``.
     """
 
     @abstractmethod
