@@ -73,6 +73,7 @@ class SignatureSession:
             started = time.perf_counter()
             try:
                 adapter = self.registry.create_model(spec).to(self.options.device)
+                adapter.progress = self.write_line
                 self.models[spec] = ModelContext(adapter, spec)
                 self.provenance[spec] = self.models[spec].provenance
                 logger.info("robsig: loaded %s in %.1f s", spec, time.perf_counter() - started)

@@ -639,3 +639,14 @@ def test_sha256_memo_tracks_changes(env, tmp_path):
     path.write_bytes(b"second version")
     assert sha256_file(path) == hashlib.sha256(b"second version").hexdigest()
     assert (tmp_path / "robsig" / "sha256-memo.json").is_file()
+
+
+def test_head_build_reports_progress(tiny, no_network, monkeypatch):
+    messages = []
+    spec = f"{TINY_ARCH}:{TAG}"
+    adapter = oc_adapter.create_open_clip_adapter(spec, spec)
+    adapter.progress = messages.append
+    monkeypatch.setattr(oc_adapter, "HEAD_PROMPTS_PER_BATCH", 1000)
+    adapter.head()
+    assert messages[0].startswith(f"robsig: building the zero-shot head of {spec} (80000 prompts")
+    assert messages[1:] == [f"robsig: zero-shot head of {spec}: {done}/80000 prompts" for done in range(8000, 80000, 8000)]

@@ -43,6 +43,10 @@ class ModelAdapter(ABC):
     #: Number of classes and their names, in the order of the head's rows.
     class_names: list[str]
 
+    #: Receives one-line progress messages during long preparation steps (such as building a zero-shot
+    #: head); the pytest plugin points it at the terminal. None means silent.
+    progress: Callable[[str], None] | None = None
+
     @property
     @abstractmethod
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:

@@ -274,6 +274,7 @@ def build_zero_shot_head(
     class_names: Sequence[str],
     templates: Sequence[str],
     device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Compute CLIP's zero-shot classifier weights, one row per class.
 
@@ -290,6 +291,8 @@ def build_zero_shot_head(
         The model's tokenizer (``open_clip.get_tokenizer(arch)``).
     class_names, templates:
         ``d_Y`` names and ``str.format`` templates with one ``{}``.
+    progress:
+        Called as ``progress(prompts_done, prompts_total)`` after each batch of prompts.
 
     Returns
     -------
@@ -313,6 +316,8 @@ def build_zero_shot_head(
             if sums is None:
                 sums = torch.zeros(len(class_names), embeddings.shape[1], dtype=torch.float64)
             sums.index_add_(0, prompt_class[batch], embeddings)
+            if progress is not None:
+                progress(min(start + HEAD_PROMPTS_PER_BATCH, len(prompts)), len(prompts))
 
     assert sums is not None  # validate_* guarantee at least one prompt
     return F.normalize(sums / len(templates), dim=-1).to(torch.float32).contiguous()
@@ -436,6 +441,7 @@ class OpenClipAdapter(ModelAdapter):
         self._config = dict(config)
         self._preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
         self._head: torch.Tensor | None = None
+        self._head_progress_tenth = 0
         self._head_cache_path: Path | None = None
 
     @property
@@ -498,10 +504,22 @@ class OpenClipAdapter(ModelAdapter):
                 f"head of {self.spec}: {type(error).__name__}: {error}. Tokenizers of Hugging Face text towers "
                 "need their files in the Hugging Face cache."
             ) from error
-        weight = build_zero_shot_head(self.model, tokenizer, self.class_names, self.templates, device=self.device)
+        if self.progress is not None:
+            self.progress(f"robsig: building the zero-shot head of {self.spec} ({prompts} prompts; slow on a CPU, "
+                          f"cached afterwards in {path.parent})")
+        weight = build_zero_shot_head(self.model, tokenizer, self.class_names, self.templates, device=self.device,
+                                      progress=self._report_head_progress)
         store_cached_head(path, weight, self.weights_sha256, digest)
         self._head = weight
         return weight, None
+
+    def _report_head_progress(self, done: int, total: int) -> None:
+        """Pass the zero-shot head's progress on to ``progress`` at each further tenth of the prompts."""
+        tenth = done * 10 // total
+        if self.progress is None or done == total or tenth == self._head_progress_tenth:
+            return
+        self._head_progress_tenth = tenth
+        self.progress(f"robsig: zero-shot head of {self.spec}: {done}/{total} prompts")
 
     def provenance(self) -> Provenance:
         """Return the spec, the checkpoint and its SHA-256, and the tag, QuickGELU and preprocessing settings."""
