@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
+
+from robsig_checks.errors import RobsigError
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,76 @@ class ModelAdapter(ABC):
         """Return the names of intermediate layers this adapter can hook (none by default)."""
         return []
 
+    def torch_module(self) -> torch.nn.Module | None:
+        """Return the ``torch.nn.Module`` whose ``named_modules()`` the layer names refer to, if any."""
+        module = getattr(self, "model", None)
+        return module if isinstance(module, torch.nn.Module) else None
+
+    def forward_with_layers(
+        self, images: torch.Tensor, layers: Sequence[str], token: str = "cls"
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return ``h`` and the activations of ``layers`` from one forward pass, through forward hooks.
+
+        Each activation becomes one vector per image: token sequences ``(batch, tokens, d)`` give the
+        class token (``token="cls"``, position 0) or the mean over tokens (``token="mean"``), feature maps
+        ``(batch, channels, height, width)`` are averaged over space, and other shapes are flattened.
+        A layer name that does not exist, or a hook that never fires, raises :class:`RobsigError`
+        naming the layer and listing the available ones.
+        """
+        if token not in TOKEN_POOLING:
+            raise ValueError(f"token must be one of {', '.join(TOKEN_POOLING)}, got {token!r}")
+        module = self.torch_module()
+        if module is None:
+            raise RobsigError(f"{type(self).__name__} exposes no torch module, so its layers cannot be hooked.")
+        modules = dict(module.named_modules())
+        unknown = [name for name in layers if name not in modules]
+        if unknown:
+            raise RobsigError(f"Layer(s) {', '.join(map(repr, unknown))} not found in {type(self).__name__}; "
+                              f"available layers: {', '.join(self.layers()) or 'none'}.")
+
+        captured: dict[str, Any] = {}
+        handles = [
+            modules[name].register_forward_hook(lambda _module, _inputs, output, name=name: captured.setdefault(name, output))
+            for name in layers
+        ]
+        try:
+            h = self.representation(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+        silent = [name for name in layers if name not in captured]
+        if silent:
+            raise RobsigError(f"The forward hook of layer(s) {', '.join(map(repr, silent))} never fired: these "
+                              f"modules are not used by the representation. Available layers: "
+                              f"{', '.join(self.layers()) or 'none'}.")
+        return h, {name: pool_activation(captured[name], images.shape[0], token) for name in layers}
+
     def to(self, device: str) -> "ModelAdapter":
         """Move the model to ``device`` and return self."""
         return self
+
+
+#: How a token sequence becomes one vector per image.
+TOKEN_POOLING = ("cls", "mean")
+
+
+def pool_activation(output: Any, batch: int, token: str = "cls") -> torch.Tensor:
+    """Reduce a module's output to ``(batch, features)`` float32: class token or token mean, spatial mean."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise RobsigError(f"a hooked layer returned {type(output).__name__}, not a tensor; choose another layer.")
+    output = output.detach()
+    if output.ndim == 3 and output.shape[0] != batch and output.shape[1] == batch:
+        output = output.transpose(0, 1)  # (tokens, batch, width), as in sequence-first transformers
+    if output.ndim == 3:
+        output = output[:, 0] if token == "cls" else output.mean(dim=1)
+    elif output.ndim == 4:
+        output = output.mean(dim=(2, 3))
+    elif output.ndim != 2:
+        output = output.reshape(batch, -1)
+    return output.float()
 
 
 def check_image_batch(images: object) -> None:
