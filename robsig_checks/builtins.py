@@ -40,6 +40,10 @@ def robsig_model_adapters() -> dict[str, Callable[..., Any]]:
             "robsig_checks.adapters.timm:create_timm_adapter",
             "supervised classifiers: timm:NAME[:WEIGHTS_PATH], the model's own linear head",
         ),
+        "wiseft": lazy_factory(
+            "robsig_checks.adapters.wiseft:create_wiseft_adapter",
+            "WiSE-FT weight interpolation: wiseft:ALPHA:BASE_SPEC:FINETUNED_SPEC",
+        ),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import functools
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ if TYPE_CHECKING:
 
 #: The adapter that handles ``ARCH:TAG`` specs whose prefix no plugin registered.
 DEFAULT_MODEL_ADAPTER = "open_clip"
+
+#: The registry whose ``create_model`` is running, so composite adapters (WiSE-FT) build their parts
+#: with the same plugins.
+_BUILDING: contextvars.ContextVar["Registry | None"] = contextvars.ContextVar("robsig_registry", default=None)
 
 
 def close_matches(name: str, choices: list[str]) -> str:
@@ -58,6 +63,13 @@ class Registry:
         spec = spec.strip()
         if not spec:
             raise RobsigError("Empty model spec. Pass e.g. --robsig-model=ViT-B-16:laion2b or efficientnet-lite0.")
+        token = _BUILDING.set(self)
+        try:
+            return self._create_model(spec)
+        finally:
+            _BUILDING.reset(token)
+
+    def _create_model(self, spec: str) -> "ModelAdapter":
         prefix, _, rest = spec.partition(":")
         if prefix in self.model_adapters:
             return self.model_adapters[prefix](rest, spec)
@@ -116,6 +128,11 @@ def build_registry(extra_plugins: tuple[Any, ...] = (), load_entry_points: bool 
         checks=_collect(plugin_manager, "robsig_checks"),
         suites=_collect(plugin_manager, "robsig_suites"),
     )
+
+
+def current_registry() -> Registry:
+    """Return the registry that is building a model right now, or the default registry."""
+    return _BUILDING.get() or default_registry()
 
 
 @functools.lru_cache(maxsize=1)
