@@ -58,16 +58,42 @@ def robsig_datasets() -> dict[str, Callable[..., Any]]:
             "robsig_checks.datasets.embedded:create_embedded_photos",
             "the real photographs shipped inside scikit-image, scikit-learn and matplotlib (unlabelled)",
         ),
+        "broden": lazy_factory(
+            "robsig_checks.datasets.broden:create_broden_dataset",
+            "Broden in the NetDissect layout (broden1_224): images with concept labels (options: split, categories)",
+        ),
+        **imagenet_variant_kinds(),
+    }
+
+
+def imagenet_variant_kinds() -> dict[str, Callable[..., Any]]:
+    """Return the data set kinds of ImageNet and its five shifts, in their released folder layouts."""
+    descriptions = {
+        "imagenet": ("create_imagenet", "ImageNet val: wnid folders, or flat files with wnids or a labels_file"),
+        "imagenet-v2": ("create_imagenet_v2", "ImageNet-V2: folders 0..999, label = int(folder name)"),
+        "imagenet-r": ("create_imagenet_r", "ImageNet-R: 200 wnid folders, logits masked to them (mask_logits)"),
+        "imagenet-sketch": ("create_imagenet_sketch", "ImageNet-Sketch: 1,000 wnid folders"),
+        "objectnet": ("create_objectnet", "ObjectNet: 313 class folders, the 113 shared with ImageNet scored"),
+        "imagenet-a": ("create_imagenet_a", "ImageNet-A: 200 wnid folders, logits masked to them (mask_logits)"),
+    }
+    return {
+        kind: lazy_factory(f"robsig_checks.datasets.imagenet_variants:{function}", description)
+        for kind, (function, description) in descriptions.items()
     }
 
 
 @hookimpl
 def robsig_checks() -> dict[str, type]:
+    from robsig_checks.checks.cka import CKALastLayerDrop
+    from robsig_checks.checks.concepts import UniqueConcepts
+    from robsig_checks.checks.effective_robustness import EffectiveRobustness
     from robsig_checks.checks.kurtosis import ActivationKurtosis
     from robsig_checks.checks.privileged_directions import PrivilegedDirectionTail
     from robsig_checks.checks.pruning import PruningTolerance
 
-    return {cls.name: cls for cls in (ActivationKurtosis, PrivilegedDirectionTail, PruningTolerance)}
+    checks = (ActivationKurtosis, PrivilegedDirectionTail, PruningTolerance, EffectiveRobustness, UniqueConcepts,
+              CKALastLayerDrop)
+    return {cls.name: cls for cls in checks}
 
 
 @hookimpl

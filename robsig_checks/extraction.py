@@ -7,7 +7,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -99,11 +99,15 @@ class DatasetRun:
         }
 
 
-def _load(sample: "Sample", transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor | str:
-    """Decode and preprocess one image, or return the reason it failed."""
+#: The name under which ``h`` joins the layer activations given to layer-wise accumulators.
+REPRESENTATION = "representation"
+
+
+def _load(sample: "Sample", transforms: Sequence[Callable[[Image.Image], torch.Tensor]]) -> list[torch.Tensor] | str:
+    """Decode one image and preprocess it for each model, or return the reason it failed."""
     try:
         image = sample.load()
-        return transform(image)
+        return [transform(image) for transform in transforms]
     except IMAGE_ERRORS as error:
         return f"{type(error).__name__}: {error}"
 
@@ -116,13 +120,20 @@ def extract(
     limit: int | None = None,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
+    layers: Sequence[str] = (),
+    token: str = "cls",
+    references: Mapping[str, ModelContext] | None = None,
 ) -> DatasetRun:
     """Run ``model`` once over ``dataset`` and fold every batch of ``h`` into every accumulator.
 
     An accumulator that defines ``update_with_samples(h, labels, indices)`` receives, instead of
     ``update``, the positions in ``dataset.samples()`` of the rows too (for per-image targets that a
-    class label cannot carry). Images that fail to decode are counted and skipped. Rows of ``h`` with NaN or infinite values are
-    counted and left out, so every accumulator sees the same finite rows.
+    class label cannot carry). When ``layers`` are given, the activations of those layers (one vector per
+    image, see :meth:`ModelAdapter.forward_with_layers`) and ``h`` as ``"representation"`` go to
+    accumulators that define ``update_with_layers(h, labels, layers, references)``; ``references`` maps
+    a model spec to a reference model that sees the same images in the same batches, and its layers
+    arrive in ``references[spec]``. Images that fail to decode are counted and skipped. Rows whose ``h``
+    has NaN or infinite values are counted and left out, so every accumulator sees the same rows.
     """
     started = time.perf_counter()
     samples = dataset.samples()
@@ -134,12 +145,14 @@ def extract(
         n_total=len(samples),
         fingerprint=dataset.fingerprint(limit),
     )
-    transform = model.adapter.preprocess
+    references = dict(references or {})
+    contexts = [model, *references.values()]
+    transforms = [context.adapter.preprocess for context in contexts]
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(samples), batch_size):
             batch = samples[start : start + batch_size]
-            loaded = list(pool.map(lambda sample: _load(sample, transform), batch))
+            loaded = list(pool.map(lambda sample: _load(sample, transforms), batch))
             tensors, labels, indices = [], [], []
             for offset, (sample, item) in enumerate(zip(batch, loaded)):
                 if isinstance(item, str):
@@ -151,8 +164,11 @@ def extract(
                 labels.append(sample.label)
                 indices.append(start + offset)
             if tensors:
-                _fold_batch(model, torch.stack(tensors), np.asarray(labels, dtype=np.int64),
-                            np.asarray(indices, dtype=np.int64), accumulators, run, device)
+                images = [torch.stack([item[position] for item in tensors]) for position in range(len(contexts))]
+                batch_data = _Batch(np.asarray(labels, dtype=np.int64), np.asarray(indices, dtype=np.int64),
+                                    list(layers), token, device)
+                _fold_batch(model, images[0], dict(zip(references, images[1:])), references, batch_data,
+                            accumulators, run)
             if progress is not None:
                 progress(min(start + batch_size, len(samples)), len(samples))
 
@@ -161,33 +177,60 @@ def extract(
     return run
 
 
+@dataclass
+class _Batch:
+    labels: np.ndarray
+    indices: np.ndarray
+    layers: list[str]
+    token: str
+    device: str
+
+
+def _forward(model: ModelContext, images: torch.Tensor, batch: _Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Return ``h`` and, when layers are requested, their activations with ``h`` as ``"representation"``."""
+    with torch.inference_mode():
+        if batch.layers:
+            h, activations = model.adapter.forward_with_layers(images.to(batch.device), batch.layers, batch.token)
+        else:
+            h, activations = model.adapter.representation(images.to(batch.device)), {}
+    h = h.detach().to("cpu", torch.float64).numpy()
+    if h.ndim != 2 or h.shape[0] != len(batch.labels):
+        raise RobsigError(
+            f"Model {model.spec!r} returned a representation of shape {tuple(h.shape)} for a batch of "
+            f"{len(batch.labels)} images; the adapter must return (batch, d_H)."
+        )
+    layers = {name: value.to("cpu", torch.float64).numpy() for name, value in activations.items()}
+    if batch.layers:
+        layers[REPRESENTATION] = h
+    return h, layers
+
+
 def _fold_batch(
     model: ModelContext,
     images: torch.Tensor,
-    labels: np.ndarray,
-    indices: np.ndarray,
+    reference_images: dict[str, torch.Tensor],
+    references: Mapping[str, ModelContext],
+    batch: _Batch,
     accumulators: Mapping[str, "Accumulator"],
     run: DatasetRun,
-    device: str,
 ) -> None:
-    with torch.inference_mode():
-        h = model.adapter.representation(images.to(device))
-    h = h.detach().to("cpu", torch.float64).numpy()
-    if h.ndim != 2 or h.shape[0] != len(labels):
-        raise RobsigError(
-            f"Model {model.spec!r} returned a representation of shape {tuple(h.shape)} for a batch of "
-            f"{len(labels)} images; the adapter must return (batch, d_H)."
-        )
+    h, layers = _forward(model, images, batch)
+    reference_layers = {spec: _forward(references[spec], reference_images[spec], batch)[1] for spec in references}
 
     finite = np.isfinite(h).all(axis=1)
-    run.n_read += len(labels)
+    run.n_read += len(batch.labels)
     run.n_nonfinite += int((~finite).sum())
-    run.n_labelled += int((labels[finite] >= 0).sum())
+    run.n_labelled += int((batch.labels[finite] >= 0).sum())
     if not finite.any():
         return
-    h, labels, indices = h[finite], labels[finite], indices[finite]
+    h, labels, indices = h[finite], batch.labels[finite], batch.indices[finite]
+    layers = {name: value[finite] for name, value in layers.items()}
+    reference_layers = {spec: {name: value[finite] for name, value in by_name.items()}
+                        for spec, by_name in reference_layers.items()}
     for accumulator in accumulators.values():
-        if hasattr(accumulator, "update_with_samples"):
+        if hasattr(accumulator, "update_with_layers"):
+            accumulator.update_with_layers(h, labels, layers, reference_layers)
+        elif hasattr(accumulator, "update_with_samples"):
             accumulator.update_with_samples(h, labels, indices)
         else:
             accumulator.update(h, labels)

@@ -92,6 +92,16 @@ class RobsigPlugin:
         self.results: list[dict[str, Any]] = []
         self.suites: list[Any] = []
         self.started = time.time()
+        self.written: list[str] = []
+        self.baseline = None
+        if options.baseline is not None:
+            from robsig_checks.baseline import load_baseline
+
+            try:
+                self.baseline = load_baseline(options.baseline)
+            except RobsigError as error:
+                raise pytest.UsageError(str(error)) from None
+        self.session.baseline = self.baseline
 
     # -- suites --------------------------------------------------------------------------------
 
@@ -182,34 +192,59 @@ class RobsigPlugin:
 
         return header_lines(self)
 
+    def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+        from robsig_checks.report.terminal import collection_lines
+
+        return collection_lines(self.suites, self.options)
+
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from robsig_checks.report.terminal import write_summary
 
         if self.results:
             write_summary(terminalreporter, self.results, self.session.runs)
+        for line in self.written:
+            terminalreporter.write_line(line)
 
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput") or self.options.report is None:
+        options = self.options
+        if hasattr(self.config, "workerinput"):
             return
-        from robsig_checks.report.json_report import build_report, write_report
+        if not any((options.report, options.html, options.plots, options.save_baseline)):
+            return
+        from robsig_checks.report.json_report import build_report
+        from robsig_checks.report.outputs import write_outputs
 
-        write_report(self.options.report, build_report(self))
+        self.written = write_outputs(build_report(self), options)
+
+
+def prepare_suite(path: Path, plugin: RobsigPlugin) -> Any:
+    """Load a suite and apply the run's data paths, data root, reference model and overrides to it."""
+    from robsig_checks.suite import (apply_data_paths, apply_param_overrides, apply_reference, load_suite,
+                                     parse_assignment)
+
+    options = plugin.options
+    suite = load_suite(path, plugin.registry)
+    apply_data_paths(suite, dict(parse_assignment(text, "--robsig-data") for text in options.data))
+    if options.data_root is not None:
+        from robsig_checks.data_root import apply_data_root
+
+        apply_data_root(suite, options.data_root)
+    if options.reference:
+        apply_reference(suite, options.reference, plugin.registry)
+    apply_param_overrides(suite, options.overrides, plugin.registry)
+    return suite
 
 
 class SuiteFile(pytest.File):
     """A YAML suite: one item per (model, check), grouped by model so each model is loaded once."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from robsig_checks.suite import apply_data_paths, apply_param_overrides, load_suite, parse_assignment
-
         plugin: RobsigPlugin = self.config.stash[STATE_KEY]
         options = plugin.options
         try:
-            suite = load_suite(self.path, plugin.registry)
-            apply_data_paths(suite, dict(parse_assignment(text, "--robsig-data") for text in options.data))
-            apply_param_overrides(suite, options.overrides, plugin.registry)
+            suite = prepare_suite(self.path, plugin)
             models = options.models or suite.models
             if not models:
                 raise RobsigError(f"{self.path}: no model to check. Pass --robsig-model=SPEC (e.g. "
@@ -270,6 +305,14 @@ class SignatureItem(pytest.Item):
             for name, value in outcome.metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.user_properties.append((f"robsig.{outcome.dataset}.{name}", value))
+            if outcome.metric not in outcome.metrics and outcome.value is not None:
+                self.user_properties.append((f"robsig.{outcome.dataset}.{outcome.metric}", outcome.value))
+            for comparison in outcome.relative:
+                if comparison["baseline"] is not None:
+                    self.user_properties.append((f"robsig.{outcome.dataset}.{comparison['metric']}.baseline",
+                                                 comparison["baseline"]))
+            self.user_properties.append((f"robsig.{outcome.dataset}.threshold", outcome.threshold))
+        self.user_properties.append(("robsig.verdict", result.verdict))
 
         if result.verdict == "error":
             raise RobsigError(result.message)

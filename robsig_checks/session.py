@@ -56,6 +56,8 @@ class SignatureSession:
     passes: dict[tuple[str, tuple[Any, ...]], "PassResult | RobsigError"] = field(default_factory=dict)
     runs: dict[str, dict[str, "DatasetRun"]] = field(default_factory=dict)
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The loaded ``--robsig-baseline`` (a ``robsig_checks.baseline.Baseline``), or None.
+    baseline: Any = None
 
     def add_to_plan(self, suite: "Suite", entry: "CheckEntry", model_spec: str) -> None:
         """Record that ``entry`` will run on ``model_spec``, so its accumulators join the shared pass."""
@@ -127,8 +129,15 @@ class SignatureSession:
         except RobsigError as error:
             return error
 
+        checks = self.plan.get((model_spec, spec.key), [])
+        try:
+            layers, token, references = self._layer_plan(model, checks)
+        except RobsigError as error:
+            return error
         accumulators: dict[str, Any] = {}
-        for check in self.plan.get((model_spec, spec.key), []):
+        for check in checks:
+            if not all(reference in references for reference in check.requirements().references):
+                continue
             for key, factory in check.accumulators(model, dataset).items():
                 if key not in accumulators:
                     accumulators[key] = factory()
@@ -143,7 +152,8 @@ class SignatureSession:
             self.write_line(start_line)
         try:
             run = extract(model, dataset, accumulators, batch_size=self.options.batch_size, limit=self.options.limit,
-                          device=self.options.device, progress=self._progress(model_spec, spec.name))
+                          device=self.options.device, progress=self._progress(model_spec, spec.name),
+                          layers=layers, token=token, references=references)
         except RobsigError as error:
             return error
         if live:
@@ -153,6 +163,37 @@ class SignatureSession:
             return RobsigError(f"data set {spec.name!r}: none of its {run.n_total} images could be read "
                                f"(first failure: {run.skipped[0][1] if run.skipped else 'none'}).")
         return PassResult({key: accumulator.compute() for key, accumulator in accumulators.items()}, run)
+
+    def _layer_plan(self, model: "ModelContext", checks: list["Check"]) -> tuple[list[str], str, dict[str, Any]]:
+        """Return the layers to hook, the token pooling and the reference models the checks of a pass need."""
+        needs = [check.requirements() for check in checks]
+        reference_specs = list(dict.fromkeys(spec for need in needs for spec in need.references))
+        references = {}
+        for spec in reference_specs:
+            try:
+                references[spec] = self.model(spec)
+            except RobsigError:
+                continue  # Reported by the checks that need it; the other checks of the pass still run.
+        needs = [need for need in needs if all(spec in references for spec in need.references)]
+        tokens = {need.token for need in needs if need.layers}
+        if len(tokens) > 1:
+            raise RobsigError(f"checks on {model.spec!r} ask for different token pooling ({', '.join(sorted(tokens))}) "
+                              "in one pass; use the same `token` parameter in all of them.")
+
+        layers: list[str] = []
+        for need in needs:
+            if need.layers == "all":
+                shared = [name for name in model.adapter.layers()
+                          if all(name in reference.adapter.layers() for reference in references.values())]
+                if not shared:
+                    raise RobsigError(
+                        f"{model.spec!r} and its reference(s) {', '.join(reference_specs)} share no layer names "
+                        f"({model.spec}: {', '.join(model.adapter.layers()) or 'none'}); list `layers` explicitly."
+                    )
+                layers.extend(shared)
+            else:
+                layers.extend(need.layers)
+        return list(dict.fromkeys(layers)), tokens.pop() if tokens else "cls", references
 
     def _progress(self, model_spec: str, name: str) -> Callable[[int, int], None]:
         next_report = time.perf_counter() + 30.0
@@ -172,6 +213,7 @@ class SignatureSession:
         result = CheckResult(suite=suite.name, id=entry.id, check=entry.check, model=model_spec,
                              severity=entry.severity, params=dict(entry.params), position=entry.position)
         check = self.registry.check_class(entry.check)(entry.params)
+        used_runs: dict[str, dict[str, Any]] = {}
         for name in entry.data:
             spec = suite.data[name]
             if not spec.available:
@@ -185,8 +227,20 @@ class SignatureSession:
             except RobsigError as error:
                 result.errors[name] = str(error)
                 continue
-            result.outcomes.append(check.evaluate(passed.computed, passed.run))
+            try:
+                for reference in check.requirements().references:
+                    self.model(reference)
+                result.outcomes.append(check.evaluate(passed.computed, passed.run))
+            except RobsigError as error:
+                result.errors[name] = str(error)
+                continue
+            used_runs[name] = passed.run.to_dict()
         result.outcomes = check.combine(result.outcomes)
+        if entry.relative:
+            from robsig_checks.baseline import apply_relative
+
+            result.errors.update(apply_relative(result.outcomes, entry, model_spec, used_runs, self.baseline,
+                                                self.options.allow_data_mismatch))
 
         result.seconds = time.perf_counter() - started
         if result.errors:

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 import yaml
 
+from robsig_checks.baseline import (RELATIVE_SCHEMA, apply_relative_override, describe_relative_error,
+                                     normalize_relative)
 from robsig_checks.checks.base import SEVERITIES, describe_schema_error
 from robsig_checks.errors import RobsigError, SuiteError
 
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 
 #: Data set kinds that read no path, so ``--robsig-data NAME=PATH`` cannot point them at a folder.
 PATHLESS_KINDS = frozenset({"embedded-photos"})
+
+#: Data set kinds that read a folder, so a declaration without a path waits for ``--robsig-data`` or
+#: ``--robsig-data-root`` instead of failing.
+FOLDER_KINDS = frozenset({"folder", "imagenet", "imagenet-v2", "imagenet-r", "imagenet-sketch", "objectnet",
+                          "imagenet-a", "broden"})
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -76,6 +83,8 @@ SUITE_SCHEMA: dict[str, Any] = {
                     "data": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                     "severity": {"enum": list(SEVERITIES)},
                     "params": {"type": "object"},
+                    "reference": {"type": "string", "minLength": 1},
+                    "relative": RELATIVE_SCHEMA,
                 },
             },
         },
@@ -101,7 +110,7 @@ class DataSpec:
     @property
     def available(self) -> bool:
         """Whether the data can be read: a folder kind needs a path."""
-        return self.path is not None or self.kind != "folder"
+        return self.path is not None or self.kind not in FOLDER_KINDS
 
 
 @dataclass
@@ -116,6 +125,8 @@ class CheckEntry:
     line: int
     position: int = 0
     description: str = ""
+    #: Thresholds relative to a baseline: ``{"metric": NAME, RULE: LIMIT}`` mappings (see ``baseline.RULES``).
+    relative: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -192,6 +203,8 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
             location += [key for key in error.instance if key not in allowed][:1]
+        if "relative" in location[:3]:
+            raise fail(location, describe_relative_error(error))
         raise fail(location, describe_schema_error(error))
 
     data = {}
@@ -206,7 +219,7 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
             name=name,
             kind=entry["kind"],
             path=entry_path,
-            required=entry.get("required", entry_path is not None or entry["kind"] != "folder"),
+            required=entry.get("required", entry_path is not None or entry["kind"] not in FOLDER_KINDS),
             options=tuple(sorted((entry.get("options") or {}).items())),
             description=entry.get("description", ""),
         )
@@ -225,7 +238,12 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
                        f"{seen[check_id]}; give each check a unique id")
         seen[check_id] = _key_line(root, location + ["check"])
 
-        params = entry.get("params") or {}
+        params = dict(entry.get("params") or {})
+        if "reference" in entry:
+            if "reference" not in check_class.parameters:
+                raise fail(location + ["reference"], f"checks[{index}] ({check_id}).reference: check {entry['check']!r} "
+                           "compares with no reference model; remove the key")
+            params["reference"] = entry["reference"]
         param_errors = list(jsonschema.Draft202012Validator(check_class.params_schema()).iter_errors(params))
         if param_errors:
             error = param_errors[0]
@@ -250,6 +268,7 @@ def load_suite(path: Path, registry: "Registry") -> Suite:
             line=seen[check_id],
             position=index,
             description=entry.get("description", check_class.summary),
+            relative=normalize_relative(entry.get("relative")),
         ))
 
     return Suite(
@@ -287,10 +306,27 @@ def apply_data_paths(suite: Suite, paths: dict[str, str]) -> None:
                 entry.data.append(name)
 
 
+def apply_reference(suite: Suite, reference: str, registry: "Registry") -> None:
+    """Give ``reference`` to every check of the suite that takes a reference model and names none."""
+    for entry in suite.checks:
+        if "reference" in registry.checks[entry.check].parameters and not entry.params.get("reference"):
+            entry.params["reference"] = reference
+
+
 def apply_param_overrides(suite: Suite, overrides: list[str], registry: "Registry") -> None:
     """Apply ``CHECK.PARAM=VALUE`` overrides, where CHECK is a check id or a check name of the suite."""
     for text in overrides:
         target, value_text = parse_assignment(text, "--robsig-set")
+        relative = [(entry, target[len(name) + len(".relative"):]) for entry in suite.checks
+                    for name in dict.fromkeys((entry.id, entry.check))
+                    if target == f"{name}.relative" or target.startswith(f"{name}.relative.")]
+        if relative:
+            for entry, path in relative:
+                try:
+                    apply_relative_override(entry, path, value_text)
+                except RobsigError as error:
+                    raise RobsigError(f"--robsig-set {text!r}: {error}") from None
+            continue
         check_name, dot, param = target.rpartition(".")
         if not dot or not check_name or not param:
             raise RobsigError(f"--robsig-set {text!r}: expected CHECK.PARAM=VALUE, e.g. --robsig-set kurtosis.min=4")

@@ -650,3 +650,19 @@ def test_head_build_reports_progress(tiny, no_network, monkeypatch):
     adapter.head()
     assert messages[0].startswith(f"robsig: building the zero-shot head of {spec} (80000 prompts")
     assert messages[1:] == [f"robsig: zero-shot head of {spec}: {done}/80000 prompts" for done in range(8000, 80000, 8000)]
+
+
+def test_resblock_hooks_match_open_clip_intermediates(tiny, no_network):
+    spec = f"{TINY_ARCH}:{TAG}"
+    adapter = oc_adapter.create_open_clip_adapter(spec, spec)
+    layers = adapter.layers()
+    assert layers[0] == "visual.transformer.resblocks.0"
+    images = torch.randn(3, 3, *adapter.model.visual.image_size, generator=torch.Generator().manual_seed(2))
+
+    h, activations = adapter.forward_with_layers(images, layers, token="cls")
+    with torch.no_grad():
+        reference = adapter.model.visual.forward_intermediates(images, intermediates_only=True, output_fmt="NLC",
+                                                               output_extra_tokens=True)
+    for name, prefix in zip(layers, reference["image_intermediates_prefix"]):
+        assert torch.allclose(activations[name], prefix[:, 0], atol=1e-5), name
+    assert torch.allclose(h, adapter.representation(images), atol=1e-6)

@@ -270,7 +270,7 @@ def test_invalid_yaml_names_line_and_other_tests_run(project):
     ("suite_text", "expected"),
     [
         ("checks:\n  - check: activation_kurtosis\n    tresholds: {min: 1}\n",
-         "*bad.yaml:3: checks[[]0[]]: unknown key(s) 'tresholds'; allowed keys: check, data, description, id, params, severity*"),
+         "*bad.yaml:3: checks[[]0[]]: unknown key(s) 'tresholds'; allowed keys: check, data, description, id, params, reference, relative, severity*"),
         ("checks:\n  - check: no_such_check\n",
          "*bad.yaml:2: checks[[]0[]].check: unknown check 'no_such_check'; registered checks: activation_kurtosis*"),
         ("checks:\n  - check: activation_kurtosis\n    params:\n      min: high\n",
@@ -358,13 +358,14 @@ def test_xdist_workers_report_same_values(project):
 
 def test_bundled_default_suite_runs_without_paths(project):
     result, report = run_json(project, "--robsig-model", "engineered", "--robsig-limit", "4")
-    result.assert_outcomes(passed=3)
-    assert sorted(by_id(report)) == ["kurtosis[engineered]", "privileged_directions[engineered]", "pruning[engineered]"]
+    result.assert_outcomes(passed=3, skipped=1)
+    assert sorted(by_id(report)) == ["concepts[engineered]", "kurtosis[engineered]",
+                                     "privileged_directions[engineered]", "pruning[engineered]"]
     photos = report["data"]["engineered"]["photos"]
     assert photos["n_read"] == 4
     assert photos["n_labelled"] == 0
     pruning = by_id(report)["pruning[engineered]"]
-    assert pruning["missing_data"] == ["imagenet"]
+    assert pruning["missing_data"] == ["imagenet", "broden"]
     assert pruning["outcomes"][0]["metric"] == "agreement"
 
 

@@ -20,7 +20,9 @@ def test_default_suite_on_imagenet_samples(pytester, imagenet_samples):
     )
     report = json.loads((pytester.path / "report.json").read_text())
     results = {(r["id"], r["model"]): r for r in report["results"]}
-    assert set(results) == {(check, "efficientnet-lite0") for check in ("kurtosis", "privileged_directions", "pruning")}
+    assert set(results) == {(check, "efficientnet-lite0")
+                            for check in ("kurtosis", "privileged_directions", "pruning", "concepts")}
+    assert results[("concepts", "efficientnet-lite0")]["verdict"] == "skip"
 
     photos = report["data"]["efficientnet-lite0"]["photos"]
     imagenet = report["data"]["efficientnet-lite0"]["imagenet"]

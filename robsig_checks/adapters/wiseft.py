@@ -22,7 +22,7 @@ from PIL import Image
 from robsig_checks.adapters.base import ModelAdapter, Provenance
 from robsig_checks.errors import RobsigError
 
-#: What to do with parameter names present in only one of the two models.
+#: Policies for parameter names present in only one of the two models.
 KEY_POLICIES = {
     "strict": "differing names are an error that lists them",
     "finetuned": "names only in the finetuned model keep its values; names only in the base model are ignored",

@@ -38,6 +38,8 @@ class Outcome:
     explanation: str
     metrics: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: Relative thresholds evaluated against a baseline (``robsig_checks.baseline.Comparison`` dicts).
+    relative: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,7 +52,21 @@ class Outcome:
             "explanation": self.explanation,
             "metrics": self.metrics,
             "details": self.details,
+            "relative": self.relative,
         }
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a check needs from a pass besides ``h``: layer activations and reference models.
+
+    ``layers`` is a tuple of layer names, or ``"all"`` for every layer name the model and its
+    references share; ``references`` are model specs run on the same images in the same batches.
+    """
+
+    layers: tuple[str, ...] | str = ()
+    token: str = "cls"
+    references: tuple[str, ...] = ()
 
 
 class Check(ABC):
@@ -94,6 +110,10 @@ class Check(ABC):
     @abstractmethod
     def evaluate(self, computed: Mapping[str, Any], run: "DatasetRun") -> Outcome:
         """Turn the computed metrics of one (model, data set) pass into an outcome."""
+
+    def requirements(self) -> Requirements:
+        """Return the layers and reference models this check needs in its passes (none by default)."""
+        return Requirements()
 
     def combine(self, outcomes: list[Outcome]) -> list[Outcome]:
         """Return the outcomes of all data sets, with any outcome that needs several of them added.

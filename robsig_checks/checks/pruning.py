@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from robsig_checks.checks.base import Check, Outcome
+from robsig_checks.checks.effective_robustness import (
+    COMBINED_DATASET,
+    accuracies_by_variant,
+    accuracy_factory,
+    find_accuracy,
+    missing_reason,
+)
 
 DEFAULT_FRACTIONS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -44,6 +51,21 @@ class PruningTolerance(Check):
             "default": 0.02,
             "description": "maximum drop of top-1 accuracy (a fraction: 0.02 is 2 points) on labelled data",
         },
+        "max_er_drop": {
+            "type": "number",
+            "minimum": 0,
+            "default": 0.02,
+            "description": "maximum drop of effective robustness at fraction (0.02 is 2 points), gated when "
+                           "ImageNet and the shifts of er_shifts are data sets of the suite",
+        },
+        "er_shifts": {
+            "type": "array",
+            "items": {"enum": ["imagenet-v2", "imagenet-r", "imagenet-sketch", "objectnet", "imagenet-a"]},
+            "minItems": 1,
+            "uniqueItems": True,
+            "default": ["imagenet-v2", "imagenet-r", "imagenet-sketch", "objectnet", "imagenet-a"],
+            "description": "shifts whose mean accuracy enters ER at each pruned fraction",
+        },
         "min_agreement": {
             "type": "number",
             "minimum": 0,
@@ -63,10 +85,18 @@ class PruningTolerance(Check):
         from robsig_checks.metrics import PruningAccumulator
 
         fractions, order = self._fractions(), self.params["order"]
-        return {self._key(): lambda: PruningAccumulator(model.svd, model.head[1], fractions, order=order)}
+        factories = {self._key(): lambda: PruningAccumulator(model.svd, model.head[1], fractions, order=order)}
+        if hasattr(dataset, "class_groups") and order == "sigma":
+            # ImageNet and its shifts: the accuracy curve under the data set's scoring protocol, for ER.
+            key, factory = accuracy_factory(model, dataset, fractions)
+            factories[key] = factory
+        return factories
 
     def evaluate(self, computed: Mapping[str, Any], run: Any) -> Outcome:
         curve = computed[self._key()]
+        protocol_curve = find_accuracy(computed, self._fractions())
+        if protocol_curve is not None and protocol_curve.accuracy is not None:
+            return self._evaluate_protocol(curve, protocol_curve, run)
         fraction = float(self.params["fraction"])
         percent = f"{fraction:.0%}"
         metrics: dict[str, Any] = {"fraction": fraction, "order": curve.order, "n_rows": curve.n_rows,
@@ -112,3 +142,77 @@ class PruningTolerance(Check):
                 f"on {run.dataset}, {curve.n_rows} unlabelled images"
             ),
         )
+
+    def _evaluate_protocol(self, curve: Any, protocol_curve: Any, run: Any) -> Outcome:
+        """Gate the accuracy drop measured under the scoring protocol of an ImageNet variant."""
+        fraction = float(self.params["fraction"])
+        before, after = protocol_curve.at(0.0), protocol_curve.at(fraction)
+        drop = float(before - after)
+        maximum = self.params["max_accuracy_drop"]
+        passed = drop <= maximum + 1e-12
+        protocol = protocol_curve.protocol
+        metrics = {"fraction": fraction, "order": curve.order, "n_rows": curve.n_rows,
+                   "n_labelled": curve.n_labelled, "agreement": float(curve.at(fraction).agreement),
+                   "accuracy": float(before), "accuracy_pruned": float(after), "accuracy_drop": drop,
+                   "n_scored": protocol_curve.n_scored}
+        relation = "<=" if passed else ">"
+        return Outcome(
+            dataset=run.dataset, n_images=protocol_curve.n_scored, metric="accuracy_drop", value=drop,
+            threshold=f"<= {maximum:g}", passed=passed, metrics=metrics,
+            details={"curve": curve.to_dict(), "protocol_curve": protocol_curve.to_dict(), "protocol": protocol},
+            explanation=(
+                f"accuracy drop {drop:.3f} {relation} max {maximum:g} after pruning {fraction:.0%} on {run.dataset} "
+                f"({protocol.get('variant')}: {before:.3f} -> {after:.3f}, {protocol_curve.n_scored} scored images; "
+                f"agreement {metrics['agreement']:.3f})"
+            ),
+        )
+
+    def combine(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Add the ER at each pruned fraction when ImageNet and the shifts of ``er_shifts`` were measured.
+
+        When ImageNet or some shifts are present but not all, the added row names the missing ones.
+        """
+        from robsig_checks.metrics.effective_robustness import effective_robustness
+
+        found = {variant: outcome for variant, outcome in accuracies_by_variant(outcomes).items()
+                 if "protocol_curve" in outcome.details}
+        if not found:
+            return outcomes
+        shifts = list(self.params["er_shifts"])
+        required = ["imagenet", *shifts]
+        missing = [variant for variant in required if variant not in found]
+        fraction = float(self.params["fraction"])
+        maximum = self.params["max_er_drop"]
+        n_images = sum(found[variant].n_images for variant in required if variant in found)
+        if missing:
+            return [*outcomes, Outcome(dataset=COMBINED_DATASET, n_images=n_images, metric="er_drop", value=None,
+                                       threshold=f"<= {maximum:g}", passed=None, metrics={"missing": missing},
+                                       explanation=missing_reason(missing, required))]
+
+        curves = {variant: found[variant].details["protocol_curve"] for variant in required}
+        fractions = curves["imagenet"]["fractions"]
+        er_curve: list[float | None] = []
+        for index in range(len(fractions)):
+            try:
+                er_curve.append(effective_robustness(curves["imagenet"]["accuracy"][index],
+                                                     {variant: curves[variant]["accuracy"][index] for variant in shifts}))
+            except ValueError:
+                er_curve.append(None)
+        at = next(index for index, value in enumerate(fractions) if abs(value - fraction) <= 1e-9)
+        metrics = {"fraction": fraction, "shifts": shifts, "effective_robustness": er_curve[0],
+                   "effective_robustness_pruned": er_curve[at]}
+        details = {"er_curve": {"fractions": fractions, "effective_robustness": er_curve}}
+        if er_curve[0] is None or er_curve[at] is None:
+            return [*outcomes, Outcome(dataset=COMBINED_DATASET, n_images=n_images, metric="er_drop", value=None,
+                                       threshold=f"<= {maximum:g}", passed=None, metrics=metrics, details=details,
+                                       explanation="ER drop undefined: an accuracy is 0 or 1, where ER is undefined")]
+        drop = er_curve[0] - er_curve[at]
+        metrics["er_drop"] = drop
+        passed = drop <= maximum + 1e-12
+        relation = "<=" if passed else ">"
+        return [*outcomes, Outcome(
+            dataset=COMBINED_DATASET, n_images=n_images, metric="er_drop", value=drop, threshold=f"<= {maximum:g}",
+            passed=passed, metrics=metrics, details=details,
+            explanation=(f"ER drop {drop:.3f} {relation} max {maximum:g} after pruning {fraction:.0%} "
+                         f"(ER {er_curve[0]:+.3f} -> {er_curve[at]:+.3f} over imagenet and {len(shifts)} shifts)"),
+        )]

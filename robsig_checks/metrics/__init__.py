@@ -7,7 +7,17 @@ Inputs are torch tensors or numpy arrays of any float dtype, computed in float64
 frozen dataclasses whose ``to_dict()`` returns JSON-serialisable values.
 """
 
+from robsig_checks.metrics.average_precision import average_precision
 from robsig_checks.metrics.base import Accumulator
+from robsig_checks.metrics.cka import CKAAccumulator, CKAResult, MinibatchCKAAccumulator, linear_cka, minibatch_cka
+from robsig_checks.metrics.effective_robustness import (
+    AccuracyAccumulator,
+    AccuracyResult,
+    LineFit,
+    effective_robustness,
+    fit_baseline_line,
+    grouped_accuracy,
+)
 from robsig_checks.metrics.importance import (
     HeadSVD,
     ImportanceAccumulator,
@@ -28,6 +38,18 @@ from robsig_checks.metrics.pruning import (
 
 __all__ = [
     "Accumulator",
+    "AccuracyAccumulator",
+    "AccuracyResult",
+    "LineFit",
+    "effective_robustness",
+    "fit_baseline_line",
+    "grouped_accuracy",
+    "average_precision",
+    "CKAAccumulator",
+    "CKAResult",
+    "MinibatchCKAAccumulator",
+    "linear_cka",
+    "minibatch_cka",
     "DEFAULT_FRACTIONS",
     "HeadSVD",
     "ImportanceAccumulator",

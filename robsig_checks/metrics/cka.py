@@ -11,9 +11,10 @@ Two estimators:
   across batches and shards with the pairwise update of Chan et al. 1979), so the value does not depend
   on the batch size; :func:`linear_cka` and :class:`CKAAccumulator`;
 - minibatch: the unbiased HSIC estimator of Song et al. (2012) averaged over batches, as in Nguyen,
-  Raghu and Kornblith (2021, "Do wide and deep networks learn the same things?"); it needs at least 4
-  rows per batch; :func:`minibatch_cka` and :class:`MinibatchCKAAccumulator`, which computes every
-  (layer, reference layer) pair of a batch from one product of U-centred Gram matrices.
+  Raghu and Kornblith (2021, "Do wide and deep networks learn the same things?"). It needs at least 4
+  rows per batch. :func:`minibatch_cka` and :class:`MinibatchCKAAccumulator` implement it, and the
+  accumulator computes every (layer, reference layer) pair of a batch from one product of U-centred
+  Gram matrices.
 """
 
 from __future__ import annotations
@@ -182,8 +183,8 @@ def unbiased_hsic(X: ArrayLike, Y: ArrayLike) -> float:
 class MinibatchCKAAccumulator(Accumulator):
     """Average the unbiased HSIC over batches for every pair of ``n_x`` and ``n_y`` representations.
 
-    ``update_layers(xs, ys)`` takes one batch as two lists of activations (for example the layers of a
-    model and the layers of its reference, each ``(batch, d)``); ``compute()`` returns the
+    ``update_layers(xs, ys)`` takes one batch as two lists of activations, for example the layers of a
+    model and the layers of its reference, each ``(batch, d)``. ``compute()`` returns the
     ``(n_x, n_y)`` matrix ``CKA[i, j] = sum_b HSIC_b(x_i, y_j) / sqrt(sum_b HSIC_b(x_i, x_i) sum_b HSIC_b(y_j, y_j))``
     (Nguyen et al. 2021). Each batch costs one U-centred Gram matrix per representation and one product of
     the flattened matrices, instead of one HSIC computation per pair.

@@ -38,6 +38,39 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _suite_protocols(plugin: Any) -> list[dict[str, Any]]:
+    """Describe each suite as run: data sets (kind, path, options), checks, severities and thresholds.
+
+    Under pytest-xdist the controller collects nothing, so the suites are loaded again here.
+    """
+    from robsig_checks.errors import RobsigError
+    from robsig_checks.plugin import prepare_suite
+
+    suites = list(plugin.suites)
+    if not suites:
+        for path in plugin.suite_paths:
+            try:
+                suites.append(prepare_suite(path, plugin))
+            except RobsigError:
+                continue
+    return [{
+        "name": suite.name,
+        "path": str(suite.path),
+        "data": {name: {"kind": spec.kind, "path": spec.path, "required": spec.required, "options": dict(spec.options),
+                        "available": spec.available} for name, spec in suite.data.items()},
+        "checks": [{"id": entry.id, "check": entry.check, "severity": entry.severity, "data": list(entry.data),
+                    "params": dict(entry.params), "relative": list(entry.relative)} for entry in suite.checks],
+    } for suite in suites]
+
+
+def _baseline_summary(plugin: Any) -> dict[str, Any] | None:
+    baseline = getattr(plugin, "baseline", None)
+    if baseline is None:
+        return None
+    return {"path": str(baseline.path), "created": baseline.created, "models": sorted(baseline.models),
+            "allow_data_mismatch": plugin.options.allow_data_mismatch}
+
+
 def build_report(plugin: Any) -> dict[str, Any]:
     """Collect the results, data passes and provenance of a finished run."""
     options = plugin.options
@@ -57,6 +90,10 @@ def build_report(plugin: Any) -> dict[str, Any]:
             "limit": options.limit,
             "overrides": options.overrides,
         },
+        # Checks that sample (e.g. negatives for concept scores) take a `seed` parameter; listed here per item.
+        "seeds": {f"{r['id']}[{r['model']}]": r["params"]["seed"] for r in plugin.results if "seed" in r["params"]},
+        "suites": _suite_protocols(plugin),
+        "baseline": _baseline_summary(plugin),
         "models": plugin.session.provenance,
         "data": runs,
         "results": sorted_results(plugin.results),

@@ -25,6 +25,26 @@ def header_lines(plugin: Any) -> list[str]:
     return lines
 
 
+def collection_lines(suites: list[Any], options: Any) -> list[str]:
+    """Describe, after collection, each suite's checks and data sets (kind, path or why it is absent)."""
+    lines = []
+    for suite in suites:
+        lines.append(f"robsig: suite {suite.name} ({suite.path}): {len(suite.checks)} checks: "
+                     + ", ".join(f"{entry.id} ({entry.severity})" for entry in suite.checks))
+        for name, spec in suite.data.items():
+            if spec.available:
+                where = spec.path if spec.path is not None else spec.kind
+            else:
+                where = f"not given (--robsig-data {name}=PATH)"
+            lines.append(f"robsig:   data {name}: {spec.kind}, {where}")
+    limit = f"at most {options.limit} images per data set" if options.limit is not None else "all images"
+    lines.append(f"robsig: reading {limit}")
+    if options.baseline is not None:
+        mismatch = "; data mismatches allowed" if options.allow_data_mismatch else ""
+        lines.append(f"robsig: relative thresholds compare against {options.baseline}{mismatch}")
+    return lines
+
+
 def _format_value(value: Any) -> str:
     if value is None:
         return "-"
@@ -62,13 +82,40 @@ def result_rows(results: list[dict[str, Any]]) -> dict[str, list[list[str]]]:
     return tables
 
 
+#: Columns that are cut when a table is wider than the terminal, by index, with their minimum widths.
+SHRINKABLE = {4: 12, 0: 10, 1: 8, 2: 8}
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 1)] + "..."
+
+
+def fit_widths(widths: list[int], width: int) -> list[int]:
+    """Narrow the widest shrinkable columns until a row of ``widths`` fits ``width`` characters, if it can."""
+    widths = list(widths)
+
+    def total() -> int:
+        return 2 + sum(widths) + 2 * (len(widths) - 1)
+
+    while total() > width:
+        candidates = [index for index, minimum in SHRINKABLE.items() if widths[index] > minimum]
+        if not candidates:
+            break
+        # One character at a time from the column with the most room above its minimum, so cuts are shared.
+        widest = max(candidates, key=lambda index: widths[index] - SHRINKABLE[index])
+        widths[widest] -= 1
+    return widths
+
+
 def format_table(rows: list[list[str]], width: int) -> list[tuple[str, str]]:
-    """Lay out rows in aligned columns, cutting the last column to ``width``; return (line, verdict)."""
+    """Lay out rows in aligned columns sized to ``width``: long cells are cut, and the explanation
+    follows when there is room for it. Return (line, verdict) pairs."""
     headers = ["check", "data", "metric", "value", "threshold", "verdict", "images"]
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    widths = fit_widths(widths, width)
     lines = [("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths)), "")]
     for row in rows:
-        line = "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths))
+        line = "  " + "  ".join(_cut(cell, w).ljust(w) for cell, w in zip(row, widths))
         room = width - len(line) - 2
         if room > 20:
             explanation = row[7] if len(row[7]) <= room else row[7][: room - 3] + "..."
