@@ -80,6 +80,8 @@ class ConceptProbeAccumulator(Accumulator):
         known = np.array([concepts is not None for concepts in concept_sets], dtype=bool)
         memberships = [concepts for concepts in concept_sets if concepts is not None]
         result = None
+        # NOTE: negatives are drawn among the images of this pass only, so with --robsig-limit the
+        # balanced sets (and N_unique) come from the first images of index.csv, not from all of Broden.
         if memberships:
             result = concept_probing(
                 projections.values[known] if known.size else projections.values,

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -301,9 +302,13 @@ class BrodenDataset(ImageDataset):
                 raise ValueError(f"position {position} is outside the data set's {len(self._rows)} images.")
         todo = [position for position in dict.fromkeys(positions) if position not in self._concept_sets]
         if todo:
+            started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for position, concepts in zip(todo, pool.map(self._decode, todo)):
                     self._concept_sets[position] = concepts
+            unknown = sum(self._concept_sets[position] is None for position in todo)
+            logger.info("robsig: Broden %s: read the concepts of %d images in %.1f s, %d with a missing or "
+                        "corrupt mask", self.root, len(todo), time.perf_counter() - started, unknown)
         return [self._concept_sets[position] for position in positions]
 
     # ------------------------------------------------------------------ reporting
