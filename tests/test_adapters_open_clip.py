@@ -666,3 +666,40 @@ def test_resblock_hooks_match_open_clip_intermediates(tiny, no_network):
     for name, prefix in zip(layers, reference["image_intermediates_prefix"]):
         assert torch.allclose(activations[name], prefix[:, 0], atol=1e-5), name
     assert torch.allclose(h, adapter.representation(images), atol=1e-6)
+
+
+def test_finetuned_checkpoint_uses_its_linear_head(tiny, no_network, tmp_path):
+    from safetensors.torch import save_file
+
+    reference, state_dict, _ = tiny
+    image_tower = {key: value for key, value in state_dict.items() if key.startswith("visual.")}
+    embed_dim = reference.visual.output_dim
+    head_weight = torch.randn(10, embed_dim, generator=torch.Generator().manual_seed(3))
+    head_bias = torch.randn(10, generator=torch.Generator().manual_seed(4))
+    path = tmp_path / "finetuned.safetensors"
+    save_file({**image_tower, "classification_head.weight": head_weight, "classification_head.bias": head_bias},
+              str(path))
+
+    adapter = oc_adapter.create_open_clip_adapter("", f"{TINY_ARCH}:{path}")
+    weight, bias = adapter.head()
+    assert torch.equal(weight, head_weight)
+    assert torch.equal(bias, head_bias)
+    assert len(adapter.class_names) == 10
+    assert adapter.provenance().config["head"] == {"kind": "checkpoint", "classes": 10}
+    images = torch.randn(2, 3, *reference.visual.image_size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(adapter.representation(images), reference.encode_image(images), atol=1e-6)
+
+
+def test_finetuned_checkpoint_lists_key_mismatch(tiny, no_network, tmp_path):
+    from safetensors.torch import save_file
+
+    reference, state_dict, _ = tiny
+    tower = {key: value for key, value in state_dict.items() if key.startswith("visual.")}
+    tower.pop("visual.ln_post.weight")
+    tower["visual.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.safetensors"
+    save_file({**tower, "classification_head.weight": torch.zeros(10, reference.visual.output_dim)}, str(path))
+    with pytest.raises(RobsigError, match=r"1 missing image-tower keys \(visual.ln_post.weight\), 1 unexpected keys "
+                                          r"\(visual.extra.weight\)"):
+        oc_adapter.create_open_clip_adapter("", f"{TINY_ARCH}:{path}")

@@ -33,6 +33,7 @@ from PIL import Image
 from robsig_checks.adapters.base import ModelAdapter, Provenance, check_image_batch
 from robsig_checks.adapters.imagenet import imagenet_class_names, openai_imagenet_templates
 from robsig_checks.adapters.weights import (
+    load_state_dict_file,
     resolve_hub_file,
     resolve_url_file,
     robsig_cache_dir,
@@ -427,6 +428,7 @@ class OpenClipAdapter(ModelAdapter):
         class_names: Sequence[str] | None = None,
         templates: Sequence[str] | None = None,
         weights_sha256: str | None = None,
+        linear_head: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.spec = spec
@@ -441,6 +443,9 @@ class OpenClipAdapter(ModelAdapter):
         self._config = dict(config)
         self._preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
         self._head: torch.Tensor | None = None
+        self._linear_head = linear_head
+        if linear_head is not None and class_names is None and linear_head[0].shape[0] != len(self.class_names):
+            self.class_names = [f"class_{index}" for index in range(linear_head[0].shape[0])]
         self._head_progress_tenth = 0
         self._head_cache_path: Path | None = None
 
@@ -469,11 +474,15 @@ class OpenClipAdapter(ModelAdapter):
     def _prompt_digest(self) -> str:
         return _prompt_config_digest(self.architecture, self.quick_gelu, self.class_names, self.templates)
 
-    def head(self) -> tuple[torch.Tensor, None]:
-        """Return the zero-shot head ``W`` (``(d_Y, embed_dim)``, float32, CPU) and no bias.
+    def head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the head ``W`` (``(d_Y, embed_dim)``, float32, CPU) and its bias.
 
-        The head is built on first use, or read from the disk cache; later calls return the same tensor.
+        A checkpoint with its own linear head (a finetuned classifier) gives that head. Otherwise the
+        zero-shot head, with no bias, is built on first use or read from the disk cache, and later calls
+        return the same tensor.
         """
+        if self._linear_head is not None:
+            return self._linear_head
         if self._head is not None:
             return self._head, None
         digest = self._prompt_digest()
@@ -524,12 +533,15 @@ class OpenClipAdapter(ModelAdapter):
     def provenance(self) -> Provenance:
         """Return the spec, the checkpoint and its SHA-256, and the tag, QuickGELU and preprocessing settings."""
         config = dict(self._config)
-        config["head"] = {
-            "kind": "zero-shot",
-            "classes": len(self.class_names),
-            "templates": len(self.templates),
-            "prompt_sha256": self._prompt_digest(),
-        }
+        if self._linear_head is not None:
+            config["head"] = {"kind": "checkpoint", "classes": int(self._linear_head[0].shape[0])}
+        else:
+            config["head"] = {
+                "kind": "zero-shot",
+                "classes": len(self.class_names),
+                "templates": len(self.templates),
+                "prompt_sha256": self._prompt_digest(),
+            }
         if self._head_cache_path is not None:
             config["head"]["cache_file"] = str(self._head_cache_path)
         config["open_clip_version"] = open_clip.__version__
@@ -577,6 +589,59 @@ def _create_model(
             f"Could not load open_clip model {spec!r} (architecture {architecture}) from {weights_path}: "
             f"{type(error).__name__}: {message}. Check that the file holds weights of this architecture."
         ) from error
+
+
+#: Key prefixes of a linear classification head stored next to the CLIP weights in a finetuned checkpoint.
+HEAD_PREFIXES = ("classification_head.", "head.", "classifier.", "fc.")
+
+
+def _checkpoint_keys(path: Path) -> list[str]:
+    """Return the tensor names of a checkpoint without reading its tensors where the format allows."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    return list(load_state_dict_file(path))
+
+
+def _checkpoint_head_prefix(path: Path) -> str | None:
+    """Return the prefix of a top-level linear head (``classification_head.weight``, ...) in the file, if any."""
+    try:
+        keys = set(_checkpoint_keys(path))
+    except (RobsigError, OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+        return None  # open_clip's own loader reports unreadable files
+    return next((prefix for prefix in HEAD_PREFIXES if f"{prefix}weight" in keys), None)
+
+
+def _create_finetuned_classifier(
+    architecture: str, weights_path: Path, head_prefix: str, spec: str
+) -> tuple[torch.nn.Module, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Load a finetuned classifier: CLIP weights plus a linear head ``{head_prefix}weight`` / ``bias``.
+
+    The image tower must match the architecture exactly; text-tower weights may be absent, since the
+    head replaces the zero-shot head. Missing image-tower keys and any unexpected key are listed.
+    """
+    state_dict = load_state_dict_file(weights_path)
+    weight = state_dict.pop(f"{head_prefix}weight").float()
+    bias = state_dict.pop(f"{head_prefix}bias", None)
+    model = open_clip.create_model(architecture, pretrained=None)
+    expected = model.state_dict()
+    missing = sorted(key for key in set(expected) - set(state_dict) if key.startswith("visual."))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise RobsigError(
+            f"The finetuned checkpoint {weights_path} of {spec!r} does not match open_clip {architecture}: "
+            f"{len(missing)} missing image-tower keys ({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}), "
+            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''})."
+            " Check that the architecture named in the spec is the one that was finetuned."
+        )
+    model.load_state_dict(state_dict, strict=False)
+    embed_dim = model.visual.output_dim
+    if weight.ndim != 2 or weight.shape[1] != embed_dim:
+        raise RobsigError(f"The head {head_prefix}weight in {weights_path} has shape {tuple(weight.shape)}; "
+                          f"{architecture} embeddings have {embed_dim} dimensions, so (classes, {embed_dim}) is expected.")
+    return model, (weight, None if bias is None else bias.float())
 
 
 def create_open_clip_adapter(
@@ -639,7 +704,12 @@ def create_open_clip_adapter(
         config.update(pretrained_tag=None, local_file=str(weights_path))
 
     weights_sha256 = sha256_file(weights_path)
-    model = _create_model(architecture, weights_path, force_quick_gelu, preprocess_overrides, spec)
+    linear_head = None
+    if config.get("local_file") and (head_prefix := _checkpoint_head_prefix(weights_path)) is not None:
+        model, linear_head = _create_finetuned_classifier(architecture, weights_path, head_prefix, spec)
+        config["head_keys"] = f"{head_prefix}weight"
+    else:
+        model = _create_model(architecture, weights_path, force_quick_gelu, preprocess_overrides, spec)
     model_config = open_clip.get_model_config(architecture) or {}
     preprocess_cfg = dict(model.visual.preprocess_cfg)
     config.update(
@@ -662,4 +732,5 @@ def create_open_clip_adapter(
         class_names=class_names,
         templates=templates,
         weights_sha256=weights_sha256,
+        linear_head=linear_head,
     )
