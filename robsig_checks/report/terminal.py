@@ -32,11 +32,12 @@ def collection_lines(suites: list[Any], options: Any) -> list[str]:
         lines.append(f"robsig: suite {suite.name} ({suite.path}): {len(suite.checks)} checks: "
                      + ", ".join(f"{entry.id} ({entry.severity})" for entry in suite.checks))
         for name, spec in suite.data.items():
-            if spec.available:
-                where = spec.path if spec.path is not None else spec.kind
+            if not spec.available:
+                lines.append(f"robsig:   data {name}: {spec.kind}, not given (--robsig-data {name}=PATH)")
+            elif spec.path is not None:
+                lines.append(f"robsig:   data {name}: {spec.kind}, {spec.path}")
             else:
-                where = f"not given (--robsig-data {name}=PATH)"
-            lines.append(f"robsig:   data {name}: {spec.kind}, {where}")
+                lines.append(f"robsig:   data {name}: {spec.kind}")
     limit = f"at most {options.limit} images per data set" if options.limit is not None else "all images"
     lines.append(f"robsig: reading {limit}")
     if options.baseline is not None:
