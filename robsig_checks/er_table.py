@@ -127,6 +127,16 @@ def compute_er_table(
         parsed.append((line, record[model_column].strip(), values))
 
     all_values = [value for _, _, values in parsed for value in values.values()]
+    if scale == "auto":
+        row_scales = {line: detect_scale(list(values.values())) for line, _, values in parsed}
+        if len(set(row_scales.values())) > 1:
+            fraction_lines = [str(line) for line, used_scale in row_scales.items() if used_scale == "fraction"]
+            percent_lines = [str(line) for line, used_scale in row_scales.items() if used_scale == "percent"]
+            raise RobsigError(
+                f"{path}: the table mixes scales: line(s) {', '.join(fraction_lines)} read as fractions (all values "
+                f"at most 1) and line(s) {', '.join(percent_lines)} as percents (a value above 1). Write every row "
+                "on one scale, fix a mistyped value, or pass --scale fraction or --scale percent."
+            )
     used = detect_scale(all_values) if scale == "auto" else scale
     if used == "fraction" and any(value > 1.0 for value in all_values):
         raise RobsigError(f"{path}: --scale fraction, but some accuracies are above 1; use --scale percent.")

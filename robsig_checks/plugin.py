@@ -69,6 +69,19 @@ def _registry_with_local_plugins(config: pytest.Config, default_registry: Any) -
     return build_registry(tuple(local)) if local else default_registry()
 
 
+def _check_option_syntax(options: RobsigOptions) -> None:
+    """Reject malformed ``NAME=PATH`` and ``CHECK.PARAM=VALUE`` options before anything is collected."""
+    from robsig_checks.suite import parse_assignment
+
+    for text in options.data:
+        parse_assignment(text, "--robsig-data")
+    for text in options.overrides:
+        target, _ = parse_assignment(text, "--robsig-set")
+        check, dot, param = target.partition(".")
+        if not dot or not check or not param:
+            raise RobsigError(f"--robsig-set {text!r}: expected CHECK.PARAM=VALUE, e.g. --robsig-set kurtosis.min=4")
+
+
 class RobsigPlugin:
     """The per-run state of an active robsig session and the hooks that need it."""
 
@@ -80,6 +93,7 @@ class RobsigPlugin:
         self.options = options
         try:
             self.registry = _registry_with_local_plugins(config, default_registry)
+            _check_option_syntax(options)
         except RobsigError as error:
             raise pytest.UsageError(str(error)) from None
         self.bundled: set[Path] = set()

@@ -165,7 +165,7 @@ def test_load_report_as_baseline(tmp_path):
     ("text", "message"),
     [
         ("{", "invalid JSON at line 1"),
-        ('{"robsig_baseline": 1}', "not a robsig baseline: (top level): 'models' is a required property"),
+        ('{"robsig_baseline": 1}', "not a robsig baseline: 'models' is a required property"),
         ('{"robsig_baseline": 9, "models": {}}', "baseline format 9 is newer than this robsig reads (1)"),
     ],
 )

@@ -62,6 +62,8 @@ def test_configurable_columns_and_semicolons(tmp_path, capsys):
     ("model,imagenet\nm,0.5\n", [], "missing column(s) 'imagenet-v2'"),
     (HEADER, [], "no rows"),
     (HEADER + "m,50,60,50,40,30,20\n", ["--scale", "fraction"], "use --scale percent"),
+    (HEADER + "a,0.5,0.6,0.5,0.4,0.3,0.2\nb,1.3,0.6,0.5,0.4,0.3,0.2\n", [],
+     "the table mixes scales: line(s) 2 read as fractions (all values at most 1) and line(s) 3 as percents"),
 ])
 def test_bad_tables_rejected(tmp_path, capsys, content, args, fragment):
     table = tmp_path / "results.csv"

@@ -77,7 +77,7 @@ def test_report_table_fits_narrow_terminal(saved_report, capsys):
     ("content", "message"),
     [
         ("{not json", "invalid JSON at line 1"),
-        ('{"schema_version": 1}', "not a valid robsig report (schema version 1): (top level): 'created' is a required"),
+        ('{"schema_version": 1}', "not a valid robsig report (schema version 1): 'created' is a required"),
     ],
 )
 def test_report_rejects_bad_file(tmp_path, capsys, content, message):

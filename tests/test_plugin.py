@@ -459,3 +459,13 @@ def test_small_sample_flagged_in_summary(project):
 def test_report_file_readable_by_others(project):
     run_json(project, "sig.yaml")
     assert (project.path / "report.json").stat().st_mode & 0o044 == 0o044
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--robsig-data", "imagenet", "*--robsig-data 'imagenet': expected NAME=VALUE*"),
+    ("--robsig-set", "min=3", "*--robsig-set 'min=3': expected CHECK.PARAM=VALUE*"),
+])
+def test_malformed_options_are_usage_errors(project, option, value, message):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

@@ -287,7 +287,7 @@ def test_xdist_baseline_written_once_by_controller(project):
 def test_collection_summary_lists_suite_and_data(project):
     result = project.runpytest(*QUIET, "sig.yaml", "--robsig-limit", "5", "--collect-only")
     result.stdout.fnmatch_lines([
-        "robsig: suite sig (*sig.yaml): 3 checks: kurtosis (fail), tail (fail), pruning (fail)",
+        "robsig: suite sig (*sig.yaml): 3 checks: kurtosis (severity fail), tail (severity fail), pruning (severity fail)",
         "robsig:   data images: folder, */images",
         "robsig: reading at most 5 images per data set",
     ])

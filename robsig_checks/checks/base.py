@@ -134,21 +134,22 @@ def format_path(parts: list[Any]) -> str:
             text += f".{part}"
         else:
             text = str(part)
-    return text or "(top level)"
+    return text
 
 
 def describe_schema_error(error: jsonschema.ValidationError) -> str:
     """Rewrite a jsonschema error as ``key: problem (allowed: ...)`` for people."""
     location = format_path(list(error.absolute_path))
+    prefix = f"{location}: " if location else ""
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        return f"{location}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {', '.join(allowed)}"
+        return f"{prefix}unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {', '.join(allowed)}"
     if error.validator == "enum":
-        return f"{location}: {error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
+        return f"{prefix}{error.instance!r} is not allowed; allowed values: {', '.join(map(repr, error.validator_value))}"
     if error.validator == "required":
-        return f"{location}: {error.message}"
+        return f"{prefix}{error.message}"
     if error.validator == "type":
-        return f"{location}: {error.instance!r} is not of type {error.validator_value}"
-    return f"{location}: {error.message}"
+        return f"{prefix}{error.instance!r} is not of type {error.validator_value}"
+    return f"{prefix}{error.message}"

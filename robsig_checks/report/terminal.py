@@ -30,7 +30,7 @@ def collection_lines(suites: list[Any], options: Any) -> list[str]:
     lines = []
     for suite in suites:
         lines.append(f"robsig: suite {suite.name} ({suite.path}): {len(suite.checks)} checks: "
-                     + ", ".join(f"{entry.id} ({entry.severity})" for entry in suite.checks))
+                     + ", ".join(f"{entry.id} (severity {entry.severity})" for entry in suite.checks))
         for name, spec in suite.data.items():
             if not spec.available:
                 lines.append(f"robsig:   data {name}: {spec.kind}, not given (--robsig-data {name}=PATH)")
