@@ -202,9 +202,19 @@ class RobsigPlugin:
     # -- reporting -----------------------------------------------------------------------------
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        from robsig_checks.report.terminal import header_lines
+        from robsig_checks.report.terminal import collection_lines, header_lines
 
-        return header_lines(self)
+        lines = header_lines(self)
+        if getattr(config.option, "dist", "no") != "no":
+            # Under pytest-xdist the controller collects nothing, so the suite summary is read here instead.
+            suites = []
+            for path in self.suite_paths:
+                try:
+                    suites.append(prepare_suite(path, self))
+                except RobsigError:
+                    continue  # the worker's invalid-suite item reports it
+            lines += collection_lines(suites, self.options)
+        return lines
 
     def pytest_report_collectionfinish(self, config: pytest.Config, items: list[pytest.Item]) -> list[str]:
         from robsig_checks.report.terminal import collection_lines

@@ -469,3 +469,10 @@ def test_malformed_options_are_usage_errors(project, option, value, message):
     result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", option, value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_xdist_run_prints_suite_summary(project):
+    result = project.runpytest("-p", "no:cacheprovider", "sig.yaml", "-n", "2", "-p", "xdist")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["robsig: suite sig (*sig.yaml): 3 checks: kurtosis (severity fail), tail *",
+                                 "robsig:   data images: folder, *images"])

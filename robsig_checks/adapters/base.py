@@ -14,7 +14,7 @@ from robsig_checks.errors import RobsigError
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a model's weights came from: enough to tell two runs apart in a report."""
+    """Origin of a model's weights: enough to tell two runs apart in a report."""
 
     spec: str
     adapter: str
@@ -39,7 +39,7 @@ class ModelAdapter(ABC):
 
     ``h = representation(preprocess(image))`` is the vector the head reads, and
     ``logits = h @ W.T + b`` with ``(W, b) = head()``. The head's rows follow the
-    ImageNet-1k class order (sorted WordNet ids) unless ``class_names`` says otherwise.
+    ImageNet-1k class order (sorted WordNet ids) unless ``class_names`` names other classes.
     """
 
     #: Number of classes and their names, in the order of the head's rows.
@@ -120,7 +120,7 @@ class ModelAdapter(ABC):
         return self
 
 
-#: How a token sequence becomes one vector per image.
+#: Poolings that turn a token sequence into one vector per image.
 TOKEN_POOLING = ("cls", "mean")
 
 

@@ -61,7 +61,7 @@ class Requirements:
     """What a check needs from a pass besides ``h``: layer activations and reference models.
 
     ``layers`` is a tuple of layer names, or ``"all"`` for every layer name the model and its
-    references share; ``references`` are model specs run on the same images in the same batches.
+    references share. ``references`` are model specs run on the same images in the same batches.
     """
 
     layers: tuple[str, ...] | str = ()
