@@ -34,7 +34,7 @@ def robsig_model_adapters() -> dict[str, "ModelFactory"]:
 
     Return a mapping from a spec prefix to a factory. A spec ``PREFIX:REST`` (or the bare
     ``PREFIX``) is passed to the factory registered under ``PREFIX`` as ``factory(REST, spec)``;
-    specs whose prefix nobody registered go to the ``open_clip`` adapter (``ARCH:TAG``).
+    specs with an unregistered prefix go to the ``open_clip`` adapter (``ARCH:TAG``).
     The factory returns a :class:`~robsig_checks.adapters.base.ModelAdapter` or raises
     :class:`~robsig_checks.errors.RobsigError` with a message for the user.
     """
