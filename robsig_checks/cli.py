@@ -48,7 +48,8 @@ class _TextReporter:
         print(line, file=self.stream)
 
 
-def render_report(path: Path, html: Path | None, plots: Path | None, width: int | None, stream: Any = None) -> None:
+def render_report(path: Path, html: Path | None, plots: Path | None, width: int | None,
+                  stream: Any = None) -> dict[str, Any]:
     """Print the terminal tables of a saved JSON report and write its HTML page and plots when asked.
 
     Raises:
@@ -85,6 +86,7 @@ def render_report(path: Path, html: Path | None, plots: Path | None, width: int 
 
         written = write_plots(report, plots)
         print(f"robsig: plots written to {plots} ({len(written)} PNG files)", file=stream)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--html", type=Path, metavar="PATH", help="write the self-contained HTML report to this file")
     report.add_argument("--plots", type=Path, metavar="DIR", help="write the plots as PNG files into this folder")
     report.add_argument("--width", type=int, metavar="COLUMNS", help="table width in characters (default: terminal)")
+    report.add_argument("--check", action="store_true",
+                        help="exit with status 1 when the report holds a failed or errored verdict, as pytest did")
     er = commands.add_parser("er", help="print effective robustness per model from a CSV table of accuracies")
     er.add_argument("results", type=Path, metavar="RESULTS.csv", help="CSV table, one row per model")
     er.add_argument("--model-column", default="model", help="column with the model name (default: model)")
@@ -128,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 refit_table(table, seed=arguments.seed)
             print(json.dumps(table.to_dict(), indent=2) if arguments.json else format_er_table(table))
         elif arguments.command == "report":
-            render_report(arguments.result, arguments.html, arguments.plots, arguments.width)
+            report = render_report(arguments.result, arguments.html, arguments.plots, arguments.width)
+            failed = [f"{result['id']}[{result['model']}]" for result in report["results"]
+                      if result["verdict"] in ("fail", "error")]
+            if arguments.check and failed:
+                print(f"robsig: {len(failed)} check(s) failed or errored in {arguments.result}: {', '.join(failed)}",
+                      file=sys.stderr)
+                return 1
     except OSError as error:
         print(f"robsig: failed to write: {error}", file=sys.stderr)
         return 2

@@ -122,3 +122,13 @@ def test_ci_example_uses_existing_options():
     cached = [step["with"]["path"] for step in steps if step.get("uses", "").startswith("actions/cache")]
     assert any(".cache/huggingface" in path for path in cached)
     assert any("data/" in path for path in cached)
+
+
+def test_report_check_exit_status(saved_report, capsys):
+    assert main(["report", str(saved_report), "--check", "--width", "80"]) == 1
+    assert "robsig: 1 check(s) failed or errored in" in capsys.readouterr().err
+    report = json.loads(saved_report.read_text())
+    for result in report["results"]:
+        result["verdict"] = "pass" if result["verdict"] == "fail" else result["verdict"]
+    saved_report.write_text(json.dumps(report))
+    assert main(["report", str(saved_report), "--check", "--width", "80"]) == 0
