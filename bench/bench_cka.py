@@ -14,13 +14,13 @@ ratio of their times.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
 from robsig_checks.metrics.cka import MinibatchCKAAccumulator
+from timing import best_of
 
 
 def hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
@@ -58,16 +58,6 @@ def robsig_cka(xs: list[np.ndarray], ys: list[np.ndarray], batch: int) -> np.nda
     for start in range(0, xs[0].shape[0], batch):
         accumulator.update_layers([x[start : start + batch] for x in xs], [y[start : start + batch] for y in ys])
     return accumulator.compute()
-
-
-def best_of(repeats: int, function):
-    """Return the shortest time of ``repeats`` calls and the last result."""
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = function()
-        best = min(best, time.perf_counter() - started)
-    return best, value
 
 
 def main() -> None:

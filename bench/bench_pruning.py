@@ -10,11 +10,11 @@ same activations; the script checks that they agree and prints the ratio of thei
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from robsig_checks.metrics import head_svd, pruning_curve
+from timing import best_of
 
 FRACTIONS = tuple(i / 10 for i in range(10))
 
@@ -32,15 +32,6 @@ def baseline_curve(H: np.ndarray, W: np.ndarray, b: np.ndarray, labels: np.ndarr
     return points
 
 
-def timed(function, repeats: int) -> tuple[float, object]:
-    best, value = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        value = function()
-        best = min(best, time.perf_counter() - started)
-    return best, value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
@@ -56,13 +47,14 @@ def main() -> None:
     labels = generator.integers(0, arguments.classes, arguments.images)
     svd = head_svd(W)
 
-    ours_seconds, curve = timed(lambda: pruning_curve(H, W, b, fractions=FRACTIONS, labels=labels, svd=svd),
-                                arguments.repeats)
-    base_seconds, points = timed(lambda: baseline_curve(H, W, b, labels), arguments.repeats)
+    ours_seconds, curve = best_of(arguments.repeats,
+                                  lambda: pruning_curve(H, W, b, fractions=FRACTIONS, labels=labels, svd=svd))
+    base_seconds, points = best_of(arguments.repeats, lambda: baseline_curve(H, W, b, labels))
 
     for fraction, (accuracy, agreement) in zip(FRACTIONS, points):
         point = curve.at(fraction)
-        assert abs(point.accuracy - accuracy) < 1e-12 and abs(point.agreement - agreement) < 1e-12, fraction
+        assert abs(point.accuracy - accuracy) < 1e-12, fraction
+        assert abs(point.agreement - agreement) < 1e-12, fraction
     print(f"pruning curve, {arguments.images} images, d_H={arguments.dim}, {arguments.classes} classes, "
           f"{len(FRACTIONS)} fractions")
     print(f"  one projection:      {ours_seconds:.3f} s")

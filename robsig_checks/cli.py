@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--plots", type=Path, metavar="DIR", help="write the plots as PNG files into this folder")
     report.add_argument("--width", type=int, metavar="COLUMNS", help="table width in characters (default: terminal)")
     report.add_argument("--check", action="store_true",
-                        help="exit with status 1 when the report holds a failed or errored verdict, as pytest did")
+                        help="exit with status 1 when the report contains a failed or errored verdict, as pytest did")
     er = commands.add_parser("er", help="print effective robustness per model from a CSV table of accuracies")
     er.add_argument("results", type=Path, metavar="RESULTS.csv", help="CSV table, one row per model")
     er.add_argument("--model-column", default="model", help="column with the model name (default: model)")

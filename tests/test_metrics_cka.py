@@ -87,7 +87,7 @@ def test_independent_gaussians_near_zero_unbiased(n):
         assert linear_cka(X, Y) > 0.5
 
 
-def test_streaming_equals_exact_for_any_batch_size_and_shards():
+def test_streaming_equals_exact_any_batching():
     generator = rng(6)
     X = generator.standard_normal((301, 9)) + 1e6
     Y = X[:, :4] * 2 + generator.standard_normal((301, 4))

@@ -75,6 +75,13 @@ class ModelAdapter(ABC):
         module = getattr(self, "model", None)
         return module if isinstance(module, torch.nn.Module) else None
 
+    @property
+    def device(self) -> torch.device:
+        """The device of the torch module's parameters (the CPU for an adapter without a module)."""
+        module = self.torch_module()
+        parameter = next(module.parameters(), None) if module is not None else None
+        return parameter.device if parameter is not None else torch.device("cpu")
+
     def forward_with_layers(
         self, images: torch.Tensor, layers: Sequence[str], token: str = "cls"
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

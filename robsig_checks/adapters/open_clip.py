@@ -450,11 +450,6 @@ class OpenClipAdapter(ModelAdapter):
         self._head_cache_path: Path | None = None
 
     @property
-    def device(self) -> torch.device:
-        """The device of the model's parameters."""
-        return next(self.model.parameters()).device
-
-    @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """Return open_clip's evaluation transform for these weights (resize, crop, mean/std of the tag)."""
         return self._preprocess

@@ -232,11 +232,6 @@ class TimmAdapter(ModelAdapter):
             self.check_head()
 
     @property
-    def device(self) -> torch.device:
-        """The device of the model's parameters."""
-        return next(self.model.parameters()).device
-
-    @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
         """Return timm's evaluation transform from the model's pretrained config (size, crop, mean/std)."""
         return self._preprocess

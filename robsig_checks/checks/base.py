@@ -58,7 +58,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a check needs from a pass besides ``h``: layer activations and reference models.
+    """Layer activations and reference models that a check needs from a pass besides ``h``.
 
     ``layers`` is a tuple of layer names, or ``"all"`` for every layer name the model and its
     references share. ``references`` are model specs run on the same images in the same batches.

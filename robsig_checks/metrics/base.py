@@ -13,13 +13,13 @@ class Accumulator(ABC):
     """Fold batches of representations into a fixed-size state, then compute a metric once.
 
     ``update`` takes ``h`` of shape ``(batch, d_H)`` (torch or numpy, any float dtype) and an
-    optional integer label vector; ``merge`` folds another accumulator of the same kind and
-    configuration into this one (shards, workers, ranks), so that one pass over all images and
-    merged passes over shards give the same ``compute()``.
+    optional integer label vector. ``merge`` folds another accumulator of the same kind and
+    configuration into this one (shards, workers, ranks), so one pass over all images and merged
+    passes over shards give the same ``compute()``.
 
     An accumulator that needs per-image targets other than a class label may also define
     ``update_with_samples(h, labels, indices)``, where ``indices`` are the rows' positions in the
-    data set's ``samples()``; the extraction then calls it instead of ``update``.
+    data set's ``samples()``. The extraction then calls it instead of ``update``.
     """
 
     @abstractmethod
